@@ -1,0 +1,3 @@
+from mnist_sweep.cli import main
+
+raise SystemExit(main())

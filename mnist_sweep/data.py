@@ -1,0 +1,200 @@
+"""MNIST, offline first: IDX reader, checksums, a fixed stratified validation split.
+
+The four canonical IDX files ship inside the package (``mnist_sweep/datasets/mnist``) and are
+checked against their published sha256 on every load. Other MNIST-format data come from a
+directory of IDX files (gzip or raw), an ``.npz`` in keras's ``mnist.npz`` layout, or
+``keras.datasets.mnist.load_data()`` (needs internet).
+
+Load once per process and pass the :class:`Dataset` to every trial; the objective sees only
+``train`` and ``val``. ``test`` is for ``train`` (the retrain command) alone.
+
+Example:
+    >>> from mnist_sweep.config import DataConfig
+    >>> ds = load_dataset(DataConfig(validation_size=10000))
+    >>> ds.x_train.shape, ds.x_val.shape, ds.x_test.shape
+    ((50000, 784), (10000, 784), (10000, 784))
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnist_sweep.config import DataConfig
+from mnist_sweep.errors import InputError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
+
+IDX_NAMES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+_IDX_TYPES = {0x08: np.uint8}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Flattened float32 images in [0, 1] (n x 784) and int32 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    def describe(self) -> str:
+        return (f"{self.source}: {len(self.x_train)} train, {len(self.x_val)} validation, "
+                f"{len(self.x_test)} test images")
+
+
+def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or raw) into a uint8 array of its declared shape.
+
+    Raises:
+        InputError: naming the file, for a wrong magic number, a truncated payload or a
+            checksum mismatch.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise InputError(f"{path}: cannot read gzip data ({err})") from None
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != expected_sha256:
+            raise InputError(f"{path}: sha256 mismatch (got {digest[:16]}..., want {expected_sha256[:16]}...)")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise InputError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise InputError(f"{path}: truncated IDX header")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise InputError(f"{path}: IDX payload is {len(raw) - header} bytes, header says {size} ({dims})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path, name: str) -> Path:
+    for candidate in (folder / f"{name}.gz", folder / name, folder / name.replace("-idx", ".idx")):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{folder}: missing {name}[.gz]")
+
+
+def _load_idx_dir(folder: Path, verify: bool) -> dict[str, np.ndarray]:
+    return {
+        key: read_idx(_find_idx(folder, name), MNIST_SHA256[name] if verify else None)
+        for key, name in IDX_NAMES.items()
+    }
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = sorted(set(IDX_NAMES) - set(npz.files))
+            if missing:
+                raise InputError(f"{path}: missing arrays {', '.join(missing)} (want x_train, y_train, x_test, y_test)")
+            return {key: npz[key] for key in IDX_NAMES}
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def _load_keras() -> dict[str, np.ndarray]:
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as err:  # noqa: BLE001 - any download failure is the user's network
+        raise InputError(f"data.source keras: download failed ({type(err).__name__}); use 'bundled'") from None
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def load_arrays(source: str = "bundled") -> dict[str, np.ndarray]:
+    """The raw uint8 arrays of a data source, checked for MNIST's shape and labels."""
+    if source == "bundled":
+        arrays = _load_idx_dir(BUNDLED_DIR, verify=True)
+    elif source == "keras":
+        arrays = _load_keras()
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            arrays = _load_idx_dir(path, verify=False)
+        elif path.suffix == ".npz" and path.is_file():
+            arrays = _load_npz(path)
+        elif not path.exists():
+            raise InputError(f"{source}: no such data file or directory")
+        else:
+            raise InputError(f"{source}: want a directory of IDX files or an .npz file")
+    _check_arrays(arrays, source)
+    return arrays
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28):
+            raise InputError(f"{source}: x_{split} has shape {x.shape}, want (n, 28, 28)")
+        if y.ndim != 1 or len(y) != len(x):
+            raise InputError(f"{source}: {len(x)} {split} images but y_{split} has shape {y.shape}")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise InputError(f"{source}: y_{split} has labels outside 0-9")
+
+
+def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with ``n_val`` validation items in the labels' class proportions."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = np.floor(counts * n_val / len(labels)).astype(int)
+    for i in np.argsort(-(counts * n_val / len(labels) - quotas))[: n_val - quotas.sum()]:
+        quotas[i] += 1  # largest remainders first, so the quotas add up to n_val
+    val = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas, strict=True)
+    ])
+    mask = np.ones(len(labels), dtype=bool)
+    mask[val] = False
+    return rng.permutation(np.flatnonzero(mask)), rng.permutation(val)
+
+
+def _scale(x: np.ndarray) -> np.ndarray:
+    return (x.reshape(len(x), -1).astype(np.float32) / 255.0)
+
+
+def load_dataset(config: DataConfig, source: str | None = None) -> Dataset:
+    """Load, check, scale and split MNIST as ``config`` says (``source`` overrides ``config.source``)."""
+    source = source or config.source
+    arrays = load_arrays(source)
+    y_all = arrays["y_train"].astype(np.int32)
+    if config.validation_size >= len(y_all):
+        raise InputError(f"data.validation_size: {config.validation_size} >= {len(y_all)} training images")
+    train_idx, val_idx = stratified_split(y_all, config.validation_size, config.seed)
+    if config.train_size is not None:
+        train_idx = train_idx[: config.train_size]
+    x_all = arrays["x_train"]
+    return Dataset(
+        x_train=_scale(x_all[train_idx]), y_train=y_all[train_idx],
+        x_val=_scale(x_all[val_idx]), y_val=y_all[val_idx],
+        x_test=_scale(arrays["x_test"]), y_test=arrays["y_test"].astype(np.int32),
+        source=source,
+    )

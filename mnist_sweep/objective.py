@@ -1,0 +1,141 @@
+"""The Optuna objective: suggest a config, build it with the factory, train, report, prune.
+
+The objective maximises the best validation accuracy over the epochs of a trial. It reports
+validation accuracy after every epoch (step = epochs done), so pruners and optuna-dashboard see
+learning curves, and stores on the trial (user attributes):
+
+- ``history``: per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``;
+- ``n_params``, ``epoch_seconds`` (list), ``seconds_per_epoch`` (median), ``epochs_run``;
+- ``fail_reason`` when a trial is pruned for divergence, fails, or is interrupted.
+
+A diverging run (non-finite loss) is *pruned* with its reason: divergence is a property of the
+config, and pruned trials still teach the sampler where not to go. Any other exception fails
+only its trial (the reason recorded) and the sweep goes on.
+
+Example:
+    >>> objective = Objective(sweep, dataset)
+    >>> study.optimize(objective, n_trials=3)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from mnist_sweep.config import Axis, SearchSpace, SweepConfig
+from mnist_sweep.data import Dataset
+from mnist_sweep.model import build_model
+from mnist_sweep.training import fit, fresh_keras
+
+INT_AXES = {"hidden_layers", "units", "batch_size", "epochs"}
+
+
+class SurplusTrial(Exception):
+    """This trial would take the study past its target (parallel workers raced); it does not run."""
+
+
+def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Ask ``trial`` for one value per axis; fixed axes are one-choice categoricals so they are recorded."""
+    params: dict[str, Any] = {}
+    for name, axis in space.axes().items():
+        if name == "units" and space.per_layer_units:
+            continue
+        params[name] = _suggest(trial, name, axis)
+    if space.per_layer_units:
+        for i in range(int(params["hidden_layers"])):
+            params[f"units_l{i}"] = _suggest(trial, f"units_l{i}", space.units)
+    return params
+
+
+def _suggest(trial: optuna.Trial, name: str, axis: Any) -> Any:
+    if isinstance(axis, Axis) and axis.ranged:
+        if name in INT_AXES or name.startswith("units_l"):
+            return trial.suggest_int(name, axis.low, axis.high, step=axis.step or 1, log=axis.log)
+        return trial.suggest_float(name, axis.low, axis.high, step=axis.step, log=axis.log)
+    return trial.suggest_categorical(name, axis.choices if axis.choices is not None else [axis.value])
+
+
+class Objective:
+    """Callable objective over one loaded :class:`Dataset` (loaded once, shared by all trials).
+
+    Args:
+        sweep: the validated sweep.
+        dataset: train and validation arrays (the test arrays are never touched here).
+        target_trials: when set, a trial that starts after ``target_trials`` others are already
+            finished or running raises :class:`SurplusTrial` (exact targets with parallel workers).
+        on_start: called with each trial as it starts (the CLI tracks the running trial).
+    """
+
+    def __init__(
+        self,
+        sweep: SweepConfig,
+        dataset: Dataset,
+        target_trials: int | None = None,
+        on_start: Callable[[optuna.Trial], None] | None = None,
+    ) -> None:
+        self.sweep = sweep
+        self.dataset = dataset
+        self.target_trials = target_trials
+        self.on_start = on_start
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.on_start is not None:
+            self.on_start(trial)
+        try:
+            self._check_not_surplus(trial)
+            return self._train(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt as err:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(err).__name__})")
+            raise
+        except Exception as err:
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
+            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            raise
+
+    def _check_not_surplus(self, trial: optuna.Trial) -> None:
+        if self.target_trials is None:
+            return
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        if len(others) >= self.target_trials:
+            raise SurplusTrial(f"target of {self.target_trials} trials already reached or running")
+
+    def _train(self, trial: optuna.Trial) -> float:
+        params = suggest_params(trial, self.sweep.space)
+        ds = self.dataset
+        batch_size, epochs = int(params["batch_size"]), int(params["epochs"])
+        fresh_keras(self.sweep.seed + trial.number)
+        model = build_model(
+            params,
+            steps_per_epoch=math.ceil(len(ds.x_train) / batch_size),
+            steps_per_execution=self.sweep.training.steps_per_execution,
+        )
+        trial.set_user_attr("n_params", int(model.count_params()))
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            value = metrics["val_accuracy"]
+            if math.isfinite(value):
+                trial.report(value, step=epoch + 1)
+            return epoch + 1 < epochs and trial.should_prune()  # the last epoch is paid for: keep it
+
+        result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
+                     batch_size=batch_size, epochs=epochs, on_epoch=report)
+        trial.set_user_attr("history", result.history)
+        trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        if result.epoch_seconds:
+            trial.set_user_attr("seconds_per_epoch", round(statistics.median(result.epoch_seconds), 4))
+        del model
+        if result.diverged:
+            trial.set_user_attr("fail_reason", result.stop_reason)
+            raise optuna.TrialPruned(result.stop_reason)
+        if result.stop_reason is not None:
+            raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
+        return max(v for v in result.history["val_accuracy"] if math.isfinite(v))

@@ -1,0 +1,249 @@
+"""Studies: storages, samplers, pruners, resuming, and the sweep loop.
+
+A sweep's target is a total held in the storage, not a per-call ``n_trials``: ``trials: 20``
+means the study should end with 20 COMPLETE + PRUNED trials. Running the sweep again resumes
+it and runs only what is missing; FAILed trials (crashes, interrupts, dead workers) do not count,
+so they are replaced. Several workers can share a study (Optuna's own distributed mode: one RDB
+storage); each checks the count in the storage before every trial.
+
+The study keeps the sweep's fingerprint (search space, data, direction) in its user attributes;
+resuming it with a different one is refused.
+
+Example:
+    >>> sweep = load_sweep("sweeps/quick.yaml")
+    >>> study = run_sweep(sweep, storage="sqlite:///studies/mnist_sweep.db")
+    >>> study.best_value
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mnist_sweep.config import Axis, HeartbeatConfig, SweepConfig
+from mnist_sweep.data import Dataset, load_dataset
+from mnist_sweep.errors import InputError
+from mnist_sweep.objective import INT_AXES, Objective
+
+DEFAULT_STORAGE = "sqlite:///studies/mnist_sweep.db"
+STORAGE_ENV = "MNIST_SWEEP_STORAGE"
+SQLITE_TIMEOUT_S = 300  # Optuna's own test helper uses 300 s; a short one kills the heartbeat thread (#4994)
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def storage_url(value: str | None = None) -> str:
+    """``--storage`` if given, else ``$MNIST_SWEEP_STORAGE``, else ``sqlite:///studies/mnist_sweep.db``."""
+    return value or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def redact(url: str) -> str:
+    """The storage URL with any password masked, for printing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: bool = True) -> optuna.storages.RDBStorage:
+    """An RDB storage with a generous SQLite busy timeout and, if asked, heartbeats with retries.
+
+    Args:
+        url: an SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``).
+        heartbeat: heartbeat settings; ``None`` turns heartbeats off (read-only commands).
+        create: for SQLite, create the file's folder; when False a missing file is an error.
+
+    Raises:
+        InputError: the storage cannot be opened or reached.
+    """
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        path = url.split("///", 1)[-1] if "///" in url else ""
+        if path and path != ":memory:":
+            if not create and not Path(path).is_file():
+                raise InputError(f"{url}: no such storage file")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+        if url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    kwargs: dict[str, Any] = {}
+    if heartbeat is not None:
+        kwargs = {
+            "heartbeat_interval": heartbeat.interval,
+            "grace_period": heartbeat.grace_period or 3 * heartbeat.interval,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retries),
+        }
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as err:
+        raise InputError(f"{redact(url)}: missing database driver ({err.name}); try pip install -e '.[postgres]'") from None
+    except Exception as err:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{redact(url)}: cannot open storage ({first})") from None
+
+
+def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded with ``sampler.seed`` or the sweep's seed."""
+    cfg = sweep.sampler
+    seed = cfg.seed if cfg.seed is not None else sweep.seed
+    if cfg.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials,
+                                          multivariate=cfg.multivariate, constant_liar=cfg.constant_liar)
+    if cfg.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.name == "grid":
+        return optuna.samplers.GridSampler(_grid(sweep), seed=seed)
+    if cfg.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=cfg.n_startup_trials)
+    if cfg.name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, qmc_type=cfg.qmc_type, scramble=cfg.scramble)
+    if cfg.name == "gp":
+        try:
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=cfg.n_startup_trials)
+        except ImportError:
+            raise InputError("sampler.name: 'gp' needs PyTorch (pip install torch)") from None
+    raise AssertionError(cfg.name)
+
+
+def _grid(sweep: SweepConfig) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for name, axis in sweep.space.axes().items():
+        if isinstance(axis, Axis) and axis.ranged:
+            if axis.step is None and name not in INT_AXES:
+                raise InputError(f"space.{name}: the grid sampler needs 'choices' or a 'step' on a float range")
+            step = axis.step or 1
+            count = int(round((axis.high - axis.low) / step)) + 1
+            grid[name] = [axis.low + i * step for i in range(count)]
+        else:
+            grid[name] = list(axis.choices) if axis.choices is not None else [axis.value]
+    return grid
+
+
+def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
+    """The sweep's pruner; steps are epochs."""
+    cfg = sweep.pruner
+    if cfg.name == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials,
+                                           n_warmup_steps=cfg.n_warmup_steps, interval_steps=cfg.interval_steps)
+    if cfg.name == "hyperband":
+        max_resource = cfg.max_resource
+        epochs = sweep.space.epochs
+        if max_resource == "auto" and epochs.ranged:
+            max_resource = epochs.high
+        elif max_resource == "auto":
+            max_resource = max(epochs.choices or [epochs.value])
+        return optuna.pruners.HyperbandPruner(min_resource=cfg.min_resource, max_resource=max_resource,
+                                              reduction_factor=cfg.reduction_factor)
+    if cfg.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.min_resource,
+                                                      reduction_factor=cfg.reduction_factor,
+                                                      min_early_stopping_rate=cfg.min_early_stopping_rate)
+    raise AssertionError(cfg.name)
+
+
+def open_study(
+    sweep: SweepConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None = None
+) -> optuna.Study:
+    """Create the sweep's study (enqueueing its ``enqueue:`` trials) or resume it.
+
+    Raises:
+        InputError: the stored study was made from a different search space or data.
+    """
+    name = study_name or sweep.name
+    sampler, pruner = make_sampler(sweep), make_pruner(sweep)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                    sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        _check_resumable(study, sweep)
+        return study
+    study.set_user_attr("sweep_fingerprint", sweep.fingerprint())
+    study.set_user_attr("sweep", sweep.model_dump(mode="json"))
+    for params in sweep.enqueue:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+    return study
+
+
+def _check_resumable(study: optuna.Study, sweep: SweepConfig) -> None:
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise InputError(f"study '{study.study_name}': stored direction is {study.direction.name}, "
+                         "mnist_sweep maximises validation accuracy; use --study NEW or --new-study")
+    stored = study.user_attrs.get("sweep_fingerprint")
+    if stored is not None and stored != sweep.fingerprint():
+        old = study.user_attrs.get("sweep", {})
+        changed = [k for k in ("space", "data") if old.get(k) != sweep.model_dump(mode="json")[k]]
+        raise InputError(
+            f"study '{study.study_name}' was made from a different sweep ({' and '.join(changed) or 'space'} "
+            "changed); resuming would mix incomparable trials: use --study NEW or --new-study"
+        )
+
+
+def count_states(study: optuna.Study) -> Counter[str]:
+    """Number of trials per state name, read from the storage."""
+    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    storage: str,
+    study_name: str | None = None,
+    dataset: Dataset | None = None,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_start: Callable[[optuna.Trial], None] | None = None,
+    heartbeat: bool = True,
+) -> optuna.Study:
+    """Run (or resume) ``sweep`` until its study holds ``sweep.trials`` COMPLETE + PRUNED trials.
+
+    Everything that can be wrong with the input (sampler, data) is checked before the storage is
+    touched. Stops early at ``sweep.timeout`` seconds, or when more trials have failed in this run
+    than the target (a config that always crashes should not loop forever).
+
+    Args:
+        sweep: the validated sweep.
+        storage: an RDB URL (see :func:`storage_url`).
+        study_name: default: ``sweep.name``.
+        dataset: already loaded data; default: loaded here once, as ``sweep.data`` says.
+        on_trial: called after each finished trial (the CLI prints a line).
+        on_start: called as each trial starts.
+        heartbeat: send Optuna heartbeats so a dead worker's trial is failed and retried.
+    """
+    make_sampler(sweep)
+    dataset = dataset if dataset is not None else load_dataset(sweep.data)
+    rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
+    study = open_study(sweep, rdb, study_name)
+    optuna.storages.fail_stale_trials(study)  # Optuna reaps only when a trial starts; reap at start-up too
+    objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start)
+    callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
+    started = time.monotonic()
+    failed_here = 0
+    while True:
+        counts = count_states(study)
+        done = sum(counts[s.name] for s in DONE_STATES)
+        if done >= sweep.trials:
+            break
+        if sweep.timeout is not None and time.monotonic() - started >= sweep.timeout:
+            break
+        if failed_here > max(3, sweep.trials):
+            break
+        if done + counts["RUNNING"] >= sweep.trials:
+            time.sleep(2)  # other workers are finishing the target; a failure there is ours to replace
+            optuna.storages.fail_stale_trials(study)
+            continue
+        before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        failed_here += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
+    return study

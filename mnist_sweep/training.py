@@ -1,0 +1,100 @@
+"""Training one model: the loop that the objective, ``train`` and ``bench`` share.
+
+:func:`fit` trains a model from :mod:`mnist_sweep.model` on arrays, records the per-epoch
+history and seconds, stops at a diverging (non-finite) loss, and calls ``on_epoch`` after each
+epoch so the objective can report to Optuna and stop a pruned trial.
+
+Example:
+    >>> fresh_keras(seed=0)
+    >>> model = build_model({"hidden_layers": 1, "units": 32, "epochs": 1})
+    >>> result = fit(model, x, y, x_val, y_val, batch_size=128, epochs=1)
+    >>> sorted(result.history)
+    ['accuracy', 'loss', 'val_accuracy', 'val_loss']
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Called after each epoch with (epoch index, metrics); returning True stops training.
+EpochHook = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass
+class FitResult:
+    """What one training run did, epoch by epoch."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch_seconds: list[float] = field(default_factory=list)
+    stop_reason: str | None = None  # None: ran all epochs; "diverged: ..." or "stopped by hook"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epoch_seconds)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
+
+
+def fresh_keras(seed: int | None) -> None:
+    """Free the previous model's Keras state, then seed Python, NumPy and the backend.
+
+    The order matters: ``clear_session`` replaces the global state that ``set_random_seed`` writes.
+    """
+    import keras
+
+    keras.utils.clear_session(free_memory=True)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+def _callback(result: FitResult, on_epoch: EpochHook | None) -> Any:
+    import keras
+
+    class _Recorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            result.epoch_seconds.append(time.perf_counter() - self._start)
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in metrics.items():
+                result.history.setdefault(key, []).append(value)
+            bad = [k for k in ("loss", "val_loss") if k in metrics and not math.isfinite(metrics[k])]
+            if bad:
+                result.stop_reason = f"diverged: {bad[0]} is {metrics[bad[0]]} at epoch {epoch + 1}"
+                self.model.stop_training = True
+            elif on_epoch is not None and on_epoch(epoch, metrics):
+                result.stop_reason = "stopped by hook"
+                self.model.stop_training = True
+
+    return _Recorder()
+
+
+def fit(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    batch_size: int,
+    epochs: int,
+    on_epoch: EpochHook | None = None,
+    verbose: int = 0,
+) -> FitResult:
+    """Train ``model`` for up to ``epochs`` epochs; validate after each one when ``x_val`` is given."""
+    result = FitResult()
+    validation = (x_val, y_val) if x_val is not None else None
+    model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
+        callbacks=[_callback(result, on_epoch)], verbose=verbose, shuffle=True,
+    )
+    return result
