@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -226,14 +226,12 @@ def _tag(value: Any) -> str | None:
 
 
 SamplerConfig = Annotated[
-    Union[
-        Annotated[TpeSampler, Tag("tpe")],
-        Annotated[RandomSampler, Tag("random")],
-        Annotated[GridSampler, Tag("grid")],
-        Annotated[CmaEsSampler, Tag("cmaes")],
-        Annotated[QmcSampler, Tag("qmc")],
-        Annotated[GpSampler, Tag("gp")],
-    ],
+    Annotated[TpeSampler, Tag("tpe")]
+    | Annotated[RandomSampler, Tag("random")]
+    | Annotated[GridSampler, Tag("grid")]
+    | Annotated[CmaEsSampler, Tag("cmaes")]
+    | Annotated[QmcSampler, Tag("qmc")]
+    | Annotated[GpSampler, Tag("gp")],
     Discriminator(_tag, custom_error_type="unknown_name",
                   custom_error_message="must be one of: tpe, random, grid, cmaes, qmc, gp"),
 ]
@@ -265,12 +263,10 @@ class SuccessiveHalvingPruner(_Frozen):
 
 
 PrunerConfig = Annotated[
-    Union[
-        Annotated[NoPruner, Tag("none")],
-        Annotated[MedianPruner, Tag("median")],
-        Annotated[HyperbandPruner, Tag("hyperband")],
-        Annotated[SuccessiveHalvingPruner, Tag("successive_halving")],
-    ],
+    Annotated[NoPruner, Tag("none")]
+    | Annotated[MedianPruner, Tag("median")]
+    | Annotated[HyperbandPruner, Tag("hyperband")]
+    | Annotated[SuccessiveHalvingPruner, Tag("successive_halving")],
     Discriminator(_tag, custom_error_type="unknown_name",
                   custom_error_message="must be one of: none, median, hyperband, successive_halving"),
 ]

@@ -82,12 +82,16 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
         kwargs = {
             "heartbeat_interval": heartbeat.interval,
             "grace_period": heartbeat.grace_period or 3 * heartbeat.interval,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retries),
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=heartbeat.max_retries
+            ),
         }
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as err:
-        raise InputError(f"{redact(url)}: missing database driver ({err.name}); try pip install -e '.[postgres]'") from None
+        raise InputError(
+            f"{redact(url)}: missing database driver ({err.name}); try pip install -e '.[postgres]'"
+        ) from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{redact(url)}: cannot open storage ({first})") from None

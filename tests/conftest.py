@@ -1,0 +1,62 @@
+"""Shared fixtures: small sweeps on real MNIST subsets, temporary SQLite storages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A sweep that trains in about a second per trial: 2,000 training and 1,000 validation images.
+TINY_SWEEP: dict[str, Any] = {
+    "name": "tiny",
+    "trials": 3,
+    "seed": 0,
+    "sampler": {"name": "tpe", "n_startup_trials": 2},
+    "pruner": {"name": "none"},
+    "data": {"validation_size": 1000, "train_size": 2000},
+    "space": {
+        "hidden_layers": {"low": 0, "high": 1},
+        "units": [16, 32],
+        "dropout": {"low": 0.0, "high": 0.3, "step": 0.1},
+        "optimizer": ["sgd", "adam"],
+        "batch_size": 128,
+        "epochs": {"low": 1, "high": 2},
+        "learning_rate": {"low": 1e-3, "high": 1e-1, "log": True},
+    },
+    "heartbeat": {"interval": 1, "grace_period": 3},
+}
+
+
+@pytest.fixture
+def write_sweep(tmp_path: Path):
+    """Write a sweep YAML (TINY_SWEEP updated with ``changes``) and return its path."""
+
+    def write(name: str = "tiny", **changes: Any) -> Path:
+        data = {**TINY_SWEEP, "name": name, **changes}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """Real MNIST, loaded once for the whole test session, cut to 2,000 train / 1,000 validation images."""
+    from mnist_sweep.config import DataConfig
+    from mnist_sweep.data import load_dataset
+
+    return load_dataset(DataConfig(validation_size=1000, train_size=2000))

@@ -1,0 +1,64 @@
+"""The one model factory: the tutorial's four models, every optimizer, the extra axes."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_sweep.model import KERAS_DEFAULT_LR, TUTORIAL_MODELS, build_model, layer_widths
+
+
+def _dense_units(model) -> list[int]:
+    return [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
+
+
+@pytest.mark.parametrize(
+    ("index", "dense", "n_params"),
+    [
+        (0, [10], 7_850),  # model 1: 784 -> 10 softmax
+        (1, [64, 64, 10], 55_050),
+        (2, [128, 128, 10], 118_282),
+        (3, [512, 512, 10], 669_706),  # model 4: 784-512-512-10
+    ],
+)
+def test_tutorial_models(index: int, dense: list[int], n_params: int) -> None:
+    model = build_model(TUTORIAL_MODELS[index])
+    assert _dense_units(model) == dense
+    assert model.count_params() == n_params
+    dropouts = [layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"]
+    assert dropouts == ([0.3, 0.3] if TUTORIAL_MODELS[index]["dropout"] else [])
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_DEFAULT_LR))
+def test_every_optimizer_takes_a_learning_rate(name: str) -> None:
+    model = build_model({"hidden_layers": 1, "units": 8, "optimizer": name, "learning_rate": 0.0123})
+    assert model.optimizer.__class__.__name__.lower() == name
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0123)
+
+
+def test_missing_learning_rate_is_the_keras_default() -> None:
+    assert float(build_model({"optimizer": "sgd"}).optimizer.learning_rate) == pytest.approx(0.01)
+    assert float(build_model({"optimizer": "adam"}).optimizer.learning_rate) == pytest.approx(0.001)
+
+
+def test_extra_axes_change_the_model() -> None:
+    model = build_model({"hidden_layers": 2, "units": 32, "batch_norm": True, "input_dropout": 0.2,
+                         "activation": "gelu", "weight_decay": 1e-4, "optimizer": "adamw",
+                         "lr_schedule": "cosine", "epochs": 3}, steps_per_epoch=10)
+    kinds = [layer.__class__.__name__ for layer in model.layers]
+    assert kinds[0] == "Dropout" and kinds.count("BatchNormalization") == 2
+    assert model.optimizer.weight_decay == pytest.approx(1e-4)
+    # cosine decay reaches zero after epochs * steps_per_epoch steps
+    schedule = model.optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.001) and float(schedule(30)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cosine_needs_steps_per_epoch() -> None:
+    with pytest.raises(ValueError, match="cosine"):
+        build_model({"lr_schedule": "cosine"})
+
+
+def test_per_layer_units() -> None:
+    params = {"hidden_layers": 3, "units": 64, "units_l0": 256, "units_l1": 128}
+    assert layer_widths(params) == [256, 128, 64]
+    assert _dense_units(build_model(params)) == [256, 128, 64, 10]

@@ -1,0 +1,136 @@
+"""End to end: `run` on real MNIST subsets into a temporary SQLite; resume, enqueue, divergence, drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mnist_sweep.cli import main
+from mnist_sweep.config import load_sweep
+from mnist_sweep.study import run_sweep
+
+AXES = {"hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate"}
+
+
+def _study(url: str, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.trials]
+
+
+def test_run_stores_every_trial_with_its_curves(write_sweep, sqlite_url: str, capsys) -> None:
+    code = main(["run", str(write_sweep()), "--storage", sqlite_url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    study = _study(sqlite_url)
+    assert len(study.trials) == 3 and set(_states(study)) <= {"COMPLETE", "PRUNED"}
+    for trial in study.trials:
+        assert AXES <= set(trial.params)  # searched and fixed axes are all recorded
+        epochs = trial.params["epochs"]
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))  # one report per epoch
+        history = trial.user_attrs["history"]
+        assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert history["val_accuracy"] == pytest.approx([trial.intermediate_values[e] for e in range(1, epochs + 1)])
+        assert trial.user_attrs["n_params"] > 7000 and len(trial.user_attrs["epoch_seconds"]) == epochs
+        assert trial.value == pytest.approx(max(history["val_accuracy"]))
+    assert study.best_value > 0.5  # real learning on real digits, even on 2,000 images
+    assert out.count(" COMPLETE ") + out.count(" PRUNED ") == 3 and "3/3" in out and "best trial" in out
+
+
+def test_resume_runs_only_the_missing_trials(write_sweep, sqlite_url: str) -> None:
+    path = write_sweep(trials=2)
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    assert len(_study(sqlite_url).trials) == 2
+    # the target is reached: running again adds nothing
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    assert len(_study(sqlite_url).trials) == 2
+    # a higher target extends the same study
+    assert main(["run", str(path), "--storage", sqlite_url, "--trials", "3"]) == 0
+    assert [t.number for t in _study(sqlite_url).trials] == [0, 1, 2]
+
+
+def test_failed_trials_are_replaced(write_sweep, sqlite_url: str) -> None:
+    sweep = load_sweep(write_sweep(trials=2))
+    study = optuna.create_study(study_name="tiny", storage=sqlite_url, direction="maximize")
+    study.set_user_attr("sweep_fingerprint", sweep.fingerprint())
+    crashed = study.ask()
+    study.tell(crashed, state=optuna.trial.TrialState.FAIL)
+    run_sweep(sweep, sqlite_url, heartbeat=False)
+    assert _states(_study(sqlite_url)).count("FAIL") == 1
+    assert sum(s in ("COMPLETE", "PRUNED") for s in _states(_study(sqlite_url))) == 2
+
+
+def test_changed_space_is_refused(write_sweep, sqlite_url: str, capsys) -> None:
+    assert main(["run", str(write_sweep(trials=1)), "--storage", sqlite_url]) == 0
+    changed = write_sweep(trials=2, space={"units": [16, 64]})
+    assert main(["run", str(changed), "--storage", sqlite_url]) == 2
+    err = capsys.readouterr().err
+    assert "study 'tiny' was made from a different sweep (space changed)" in err
+    assert len(_study(sqlite_url).trials) == 1  # nothing added
+    # asking for a new study is the way out
+    assert main(["run", str(changed), "--storage", sqlite_url, "--new-study"]) == 0
+    assert len(optuna.get_all_study_names(sqlite_url)) == 2
+
+
+def test_enqueued_trials_run_first(write_sweep, sqlite_url: str) -> None:
+    first = {"hidden_layers": 1, "units": 32, "dropout": 0.2, "optimizer": "adam", "epochs": 1,
+             "learning_rate": 0.01}
+    second = {"hidden_layers": 0, "optimizer": "sgd", "epochs": 2}
+    assert main(["run", str(write_sweep(enqueue=[first, second])), "--storage", sqlite_url]) == 0
+    trials = _study(sqlite_url).trials
+    assert {k: trials[0].params[k] for k in first} == first
+    assert {k: trials[1].params[k] for k in second} == second
+    # resuming does not enqueue them again
+    assert main(["run", str(write_sweep(enqueue=[first, second])), "--storage", sqlite_url, "--trials", "4"]) == 0
+    assert sum(t.params == trials[0].params for t in _study(sqlite_url).trials) == 1
+
+
+def test_diverging_trial_is_pruned_with_its_reason_and_the_sweep_goes_on(write_sweep, sqlite_url: str) -> None:
+    space = {"hidden_layers": 2, "units": 64, "dropout": 0.0, "activation": "elu", "optimizer": ["sgd", "adam"],
+             "batch_size": 128, "epochs": 2, "learning_rate": {"low": 1e-3, "high": 10.0, "log": True}}
+    diverging = {"optimizer": "sgd", "learning_rate": 10.0}
+    path = write_sweep(trials=2, space=space, enqueue=[diverging, {"optimizer": "adam", "learning_rate": 0.001}])
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    bad, good = _study(sqlite_url).trials
+    assert bad.state.name == "PRUNED"
+    assert bad.user_attrs["fail_reason"] == "diverged: loss is nan at epoch 1"
+    assert good.state.name == "COMPLETE" and good.value > 0.5
+
+
+def test_same_seed_same_results(write_sweep, tmp_path: Path) -> None:
+    # A sequential run is reproducible: sampler seed, split seed, and weights seeded per trial.
+    path = write_sweep(trials=2)
+    values = []
+    for name in ("a", "b"):
+        url = f"sqlite:///{tmp_path / name}.db"
+        assert main(["run", str(path), "--storage", url]) == 0
+        values.append([(t.params, t.value) for t in _study(url).trials])
+    assert values[0] == values[1]
+
+
+def test_storage_from_environment(write_sweep, tmp_path: Path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("MNIST_SWEEP_STORAGE", url)
+    assert main(["run", str(write_sweep(trials=1))]) == 0
+    assert optuna.get_all_study_names(url) == ["tiny"]
+
+
+def test_help_of_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "run" in out and "studies" in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--storage" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--trials", "many"])
+    assert info.value.code == 2
