@@ -298,10 +298,14 @@ class HeartbeatConfig(_Frozen):
 class TrainingConfig(_Frozen):
     """How trials train (not what): settings that change speed, not the model."""
 
-    backend: Literal["tensorflow", "jax"] = Field(
-        default="tensorflow", description="Keras 3 backend; 'jax' needs the [jax] extra"
+    backend: Literal["auto", "tensorflow", "jax"] = Field(
+        default="auto",
+        description="Keras 3 backend; 'auto': $KERAS_BACKEND if set, else jax where installed "
+        "(the [jax] extra; about 2x faster per epoch on CPU), else tensorflow",
     )
-    steps_per_execution: int = Field(default=1, ge=1, le=10000)
+    steps_per_execution: int = Field(
+        default=32, ge=1, le=10000, description="batches per compiled call: fewer Python round trips per epoch"
+    )
 
 
 class Provenance(_Frozen):

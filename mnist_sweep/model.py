@@ -12,10 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from mnist_sweep.errors import InputError
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "hidden_layers": 2,
@@ -45,16 +48,34 @@ KERAS_DEFAULT_LR = {"sgd": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001
 _OPTIMIZER_CLASSES = {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "nadam": "Nadam"}
 
 
-def use_backend(name: str) -> None:
-    """Select the Keras 3 backend ('tensorflow' or 'jax'); must run before Keras is imported."""
+def resolve_backend(name: str = "auto") -> str:
+    """The Keras backend that ``name`` means: 'auto' is $KERAS_BACKEND, else jax if installed, else tensorflow."""
+    if name != "auto":
+        return name
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    return "jax" if importlib.util.find_spec("jax") is not None else "tensorflow"
+
+
+def use_backend(name: str = "auto") -> str:
+    """Select the Keras 3 backend before Keras is imported; returns the backend in use.
+
+    Raises:
+        InputError: Keras already runs on another backend in this process, or jax is missing.
+    """
+    name = resolve_backend(name)
     if "keras" in sys.modules:
         import keras
 
         if keras.backend.backend() != name:
-            raise RuntimeError(f"Keras is already running on {keras.backend.backend()}, cannot switch to {name}")
-        return
+            raise InputError(f"training.backend: Keras already runs on {keras.backend.backend()} in this "
+                             f"process, cannot switch to {name}")
+        return name
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise InputError("training.backend: 'jax' is not installed (pip install -e '.[jax]')")
     os.environ["KERAS_BACKEND"] = name
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return name
 
 
 def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:

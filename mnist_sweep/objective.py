@@ -5,7 +5,8 @@ validation accuracy after every epoch (step = epochs done), so pruners and optun
 learning curves, and stores on the trial (user attributes):
 
 - ``history``: per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``;
-- ``n_params``, ``epoch_seconds`` (list), ``seconds_per_epoch`` (median), ``epochs_run``;
+- ``n_params``, ``epoch_seconds`` (list), ``seconds_per_epoch`` (median), ``epochs_run``,
+  ``fit_seconds`` (the whole ``fit`` call: the rest of a trial's duration is framework overhead);
 - ``fail_reason`` when a trial is pruned for divergence, fails, or is interrupted.
 
 A diverging run (non-finite loss) is *pruned* with its reason: divergence is a property of the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -125,8 +127,10 @@ class Objective:
                 trial.report(value, step=epoch + 1)
             return epoch + 1 < epochs and trial.should_prune()  # the last epoch is paid for: keep it
 
+        fit_start = time.perf_counter()
         result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
                      batch_size=batch_size, epochs=epochs, on_epoch=report)
+        trial.set_user_attr("fit_seconds", round(time.perf_counter() - fit_start, 4))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
         trial.set_user_attr("epochs_run", result.epochs_run)

@@ -22,6 +22,10 @@ from typing import Any
 
 import numpy as np
 
+#: A training loss above this is divergence: three times the loss of guessing (ln 10). Keras's JAX
+#: backend clips probabilities, so a diverged run there shows a finite loss near 14-16, not NaN.
+DIVERGED_LOSS = 3 * math.log(10)
+
 #: Called after each epoch with (epoch index, metrics); returning True stops training.
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -67,9 +71,9 @@ def _callback(result: FitResult, on_epoch: EpochHook | None) -> Any:
             metrics = {k: float(v) for k, v in (logs or {}).items()}
             for key, value in metrics.items():
                 result.history.setdefault(key, []).append(value)
-            bad = [k for k in ("loss", "val_loss") if k in metrics and not math.isfinite(metrics[k])]
-            if bad:
-                result.stop_reason = f"diverged: {bad[0]} is {metrics[bad[0]]} at epoch {epoch + 1}"
+            loss = metrics.get("loss", 0.0)
+            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+                result.stop_reason = f"diverged: loss is {loss:.4g} at epoch {epoch + 1}"
                 self.model.stop_training = True
             elif on_epoch is not None and on_epoch(epoch, metrics):
                 result.stop_reason = "stopped by hook"
@@ -95,6 +99,7 @@ def fit(
     validation = (x_val, y_val) if x_val is not None else None
     model.fit(
         x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
+        validation_batch_size=max(batch_size, 1024),  # no gradients: bigger batches, fewer steps
         callbacks=[_callback(result, on_epoch)], verbose=verbose, shuffle=True,
     )
     return result

@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from mnist_sweep.model import use_backend  # noqa: E402
+
+use_backend("auto")  # the backend a user's `run` gets, chosen before any test imports Keras
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -97,7 +97,8 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_sweep_goes_on(write_s
     assert main(["run", str(path), "--storage", sqlite_url]) == 0
     bad, good = _study(sqlite_url).trials
     assert bad.state.name == "PRUNED"
-    assert bad.user_attrs["fail_reason"] == "diverged: loss is nan at epoch 1"
+    assert bad.user_attrs["fail_reason"].startswith("diverged: loss is ")
+    assert bad.user_attrs["fail_reason"].endswith(" at epoch 1")
     assert good.state.name == "COMPLETE" and good.value > 0.5
 
 

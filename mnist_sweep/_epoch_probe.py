@@ -1,0 +1,81 @@
+"""Seconds per epoch of the tutorial's model 4, measured in a fresh process (used by ``bench``).
+
+``python -m mnist_sweep._epoch_probe {tutorial|ours} --backend B --batch-size N --epochs E``
+prints one JSON object. Each measurement gets its own process so backends and compiled
+functions never leak between measurements.
+
+- ``tutorial``: the tutorial's own code path: ``keras.Sequential`` of Dense/Dropout layers,
+  ``model.fit(x, y, validation_split=0.2)`` on float32 numpy (60,000 images: 48,000 train,
+  12,000 validation), Adam, no other settings.
+- ``ours``: the same model from :func:`mnist_sweep.model.build_model`, trained by
+  :func:`mnist_sweep.training.fit` on the same 48,000 + 12,000 images, with the sweep defaults.
+
+The figure is the fastest epoch after the first (the first one includes tracing/compiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def _tutorial(batch_size: int, epochs: int) -> list[float]:
+    import keras
+
+    from mnist_sweep.data import load_arrays
+
+    arrays = load_arrays("bundled")
+    x = arrays["x_train"].reshape(60000, 784).astype("float32") / 255
+    y = arrays["y_train"]
+    model = keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(512, activation="relu"), keras.layers.Dropout(0.3),
+        keras.layers.Dense(512, activation="relu"), keras.layers.Dropout(0.3),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    seconds: list[float] = []
+
+    class _Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            seconds.append(time.perf_counter() - self.start)
+
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_split=0.2, verbose=0, callbacks=[_Timer()])
+    return seconds
+
+
+def _ours(batch_size: int, epochs: int) -> list[float]:
+    from mnist_sweep.config import DataConfig, TrainingConfig
+    from mnist_sweep.data import load_dataset
+    from mnist_sweep.model import TUTORIAL_MODELS, build_model
+    from mnist_sweep.training import fit, fresh_keras
+
+    ds = load_dataset(DataConfig(validation_size=12000))
+    params = {**TUTORIAL_MODELS[3], "batch_size": batch_size, "epochs": epochs}
+    fresh_keras(seed=0)
+    model = build_model(params, steps_per_execution=TrainingConfig().steps_per_execution)
+    result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs)
+    return result.epoch_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m mnist_sweep._epoch_probe")
+    parser.add_argument("path", choices=["tutorial", "ours"])
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    from mnist_sweep.model import use_backend
+
+    backend = use_backend(args.backend)
+    seconds = (_tutorial if args.path == "tutorial" else _ours)(args.batch_size, args.epochs)
+    print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,
+                      "epoch_s": min(seconds[1:] or seconds), "epoch_seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()

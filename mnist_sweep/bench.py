@@ -1,0 +1,403 @@
+"""``python -m mnist_sweep bench``: how fast and how good a sweep is on this machine, measured.
+
+Five measurements, each in fresh processes or fresh studies, all in one run:
+
+1. **Epoch throughput** of the tutorial's model 4 (784-512-512-10, dropout 0.3, Adam) on 48,000
+   training + 12,000 validation images: the tutorial's own code path against our trainer (both
+   Keras backends), at batch 128 (and 32, 512), against the machine's FLOP bound: the model's
+   forward + backward FLOPs divided by the sgemm GFLOP/s numpy reaches in the same run on the
+   model's own matrix shapes at batch 128.
+2. **Search efficiency**: epochs and seconds until a sweep first reaches a validation accuracy
+   threshold, with the default sweep's pruner and without one (same sampler, same seeds;
+   median of 3 seeds). ``--fast`` (the default) uses a data subset and a lower threshold.
+3. **Parallel scaling**: trials/hour of 1 vs 2 local workers running the same enqueued configs.
+4. **Framework overhead**: seconds per trial spent outside ``fit`` (study I/O, model build).
+5. **Anytime quality**: ``sweeps/default.yaml`` run for 15 minutes; when it first reaches 0.980
+   validation accuracy and its best validation accuracy at 15 minutes.
+
+Example:
+    $ python -m mnist_sweep bench --json > bench.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_sweep.model import TUTORIAL_MODELS, layer_widths
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: (key, comparison, target) — the issue's targets, printed next to each figure.
+TARGETS: list[tuple[str, str, float]] = [
+    ("epoch_speedup_vs_tutorial", ">=", 1.8),
+    ("epoch_vs_flop_bound", "<=", 1.6),
+    ("pruning_epoch_ratio", "<=", 1 / 3),
+    ("two_worker_scaling", ">=", 1.6),
+    ("overhead_s_per_trial", "<", 0.5),
+    ("default_time_to_val_0980_s", "<=", 150),
+    ("default_best_val_15min", ">=", 0.985),
+]
+
+
+def dense_macs(params: Mapping[str, Any]) -> list[int]:
+    """Multiply-accumulates of each Dense layer for one image."""
+    widths = [784, *layer_widths(params), 10]
+    return [a * b for a, b in zip(widths, widths[1:], strict=False)]
+
+
+def training_flops_per_image(params: Mapping[str, Any]) -> float:
+    """Forward + backward FLOPs for one training image: forward 2·MACs, weight gradients 2·MACs,
+    input gradients 2·MACs for every layer but the first (nothing needs the input's gradient)."""
+    macs = dense_macs(params)
+    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
+
+
+def inference_flops_per_image(params: Mapping[str, Any]) -> float:
+    return 2.0 * sum(dense_macs(params))
+
+
+def sgemm_gflops(params: Mapping[str, Any], batch_size: int = 128, repeats: int = 20) -> float:
+    """float32 GFLOP/s numpy reaches here on the model's own matrix products for one training step.
+
+    Those are, per Dense layer (in -> out) and batch B: the forward (B x in)(in x out), the weight
+    gradient (in x B)(B x out) and the input gradient (B x out)(out x in). A big square sgemm runs
+    faster (see :func:`peak_sgemm_gflops`), but no batch-128 step can reach that rate.
+    """
+    rng = np.random.default_rng(0)
+    widths = [784, *layer_widths(params), 10]
+    shapes = []
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
+        shapes += [(batch_size, n_in, n_out), (n_in, batch_size, n_out)]
+        if i > 0:
+            shapes.append((batch_size, n_out, n_in))
+    pairs = [(rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)) for m, k, n in shapes]
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for a, b in pairs:
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+def peak_sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 rate of a large square matrix product (the machine's peak, for reference)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    best = math.inf
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def flop_bound_epoch_s(params: Mapping[str, Any], n_train: int, n_val: int, gflops: float) -> float:
+    """The shortest possible epoch at ``gflops``: training plus validation FLOPs."""
+    flops = training_flops_per_image(params) * n_train + inference_flops_per_image(params) * n_val
+    return flops / (gflops * 1e9)
+
+
+def _probe(path: str, backend: str, batch_size: int, epochs: int) -> float:
+    cmd = [sys.executable, "-m", "mnist_sweep._epoch_probe", path, "--backend", backend,
+           "--batch-size", str(batch_size), "--epochs", str(epochs)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND", None)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"epoch probe failed: {out.stderr.strip().splitlines()[-1:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["epoch_s"])
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128, 32, 512),
+                     epochs: int = 3) -> dict[str, Any]:
+    """Seconds per epoch, tutorial path vs ours, per backend and batch size, and the FLOP bound."""
+    from mnist_sweep.model import resolve_backend
+
+    default_backend = resolve_backend("auto")
+    params = TUTORIAL_MODELS[3]
+    gflops = sgemm_gflops(params, batch_size=128)
+    bound = flop_bound_epoch_s(params, 48000, 12000, gflops)
+    table: dict[str, dict[str, float]] = {}
+    for batch in batch_sizes:
+        row = {"tutorial_tensorflow": _probe("tutorial", "tensorflow", batch, epochs)}
+        for backend in backends:
+            row[f"ours_{backend}"] = _probe("ours", backend, batch, epochs)
+        table[str(batch)] = row
+        _log(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
+    tutorial = table["128"]["tutorial_tensorflow"]
+    ours = table["128"][f"ours_{default_backend}"]
+    return {
+        "backend": default_backend,
+        "sgemm_gflops": round(gflops, 1),
+        "peak_sgemm_gflops": round(peak_sgemm_gflops(), 1),
+        "tutorial_epoch_s": round(tutorial, 3),
+        "epoch_s": round(ours, 3),
+        "epoch_speedup_vs_tutorial": round(tutorial / ours, 3),
+        "flop_bound_epoch_s": round(bound, 3),
+        "epoch_vs_flop_bound": round(ours / bound, 3),
+        "epoch_s_by_batch": table,
+    }
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """When a study first reached a validation accuracy threshold."""
+
+    epochs: int | None  # epochs trained by then, over all trials
+    seconds: float | None  # wall time since the study's first trial started
+    trials: int
+
+
+def _epoch_times(trial: Any, start: Any) -> list[tuple[float, int, float]]:
+    """(seconds since ``start``, epoch, validation accuracy) for each epoch a trial reported.
+
+    An epoch's time is the trial's start, plus its time before ``fit`` (duration minus the
+    epochs' seconds), plus the seconds of the epochs up to and including it.
+    """
+    seconds = trial.user_attrs.get("epoch_seconds") or []
+    offset = (trial.datetime_start - start).total_seconds()
+    if trial.duration is not None and seconds:
+        offset += max(0.0, trial.duration.total_seconds() - sum(seconds))
+    return [(offset + sum(seconds[:step]), step, value) for step, value in sorted(trial.intermediate_values.items())]
+
+
+def first_crossing(trials: Sequence[Any], threshold: float) -> Crossing:
+    """Epochs and seconds until a sequential study's per-epoch validation accuracy first reached ``threshold``.
+
+    ``trials`` are finished Optuna trials with ``epoch_seconds`` user attributes.
+    """
+    if not trials:
+        return Crossing(None, None, 0)
+    ordered = sorted(trials, key=lambda t: t.datetime_start)
+    start, epochs = ordered[0].datetime_start, 0
+    for count, trial in enumerate(ordered, start=1):
+        points = _epoch_times(trial, start)
+        hit = next((p for p in points if p[2] >= threshold), None)
+        if hit is not None:
+            return Crossing(epochs + hit[1], hit[0], count)
+        epochs += len(points)
+    return Crossing(None, None, len(ordered))
+
+
+def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
+                      pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    from mnist_sweep.config import load_sweep
+
+    default = load_sweep(REPO / "sweeps" / "default.yaml")
+    data = {"validation_size": 5000, "train_size": 10000} if fast else {}
+    raw = {
+        "name": f"efficiency-{seed}-{'pruned' if pruned else 'unpruned'}",
+        "trials": max_trials, "seed": seed,
+        "sampler": {"name": "tpe", "n_startup_trials": 5},
+        "pruner": (dict(pruner or default.pruner.model_dump())) if pruned else {"name": "none"},
+        "data": data,
+        "space": {
+            "hidden_layers": {"low": 0, "high": 2}, "units": [64, 128, 256, 512],
+            "dropout": {"low": 0.0, "high": 0.5, "step": 0.1}, "optimizer": ["sgd", "adam"],
+            "batch_size": [64, 128], "epochs": 30,
+            "learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
+        },
+    }
+    return raw
+
+
+def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int = 40,
+                  pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Epochs and wall time to a validation threshold with the default pruner vs none; median of seeds."""
+    import optuna
+
+    from mnist_sweep.config import parse_sweep
+    from mnist_sweep.data import load_dataset
+    from mnist_sweep.objective import Objective
+    from mnist_sweep.study import make_pruner, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    threshold = 0.955 if fast else 0.980
+    results: dict[str, list[Crossing]] = {"pruned": [], "unpruned": []}
+    dataset = None
+    for seed in seeds:
+        for arm in ("pruned", "unpruned"):
+            sweep = parse_sweep(_efficiency_sweep(seed, arm == "pruned", fast, max_trials, pruner), "bench")
+            dataset = dataset or load_dataset(sweep.data)
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(sweep), pruner=make_pruner(sweep))
+
+            def stop_at_threshold(study: optuna.Study, trial: Any) -> None:
+                if max(trial.intermediate_values.values(), default=0.0) >= threshold:
+                    study.stop()
+
+            study.optimize(Objective(sweep, dataset), n_trials=max_trials, callbacks=[stop_at_threshold],
+                           catch=(Exception,))
+            done = [t for t in study.trials if t.state.is_finished()]
+            crossing = first_crossing(done, threshold)
+            results[arm].append(crossing)
+            _log(f"pruning seed {seed} {arm}: {crossing.epochs} epochs, "
+                 f"{crossing.seconds and round(crossing.seconds)}s, {crossing.trials} trials")
+
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if len(known) == len(values) else None
+
+    out: dict[str, Any] = {"threshold": threshold, "fast": fast}
+    for arm, crossings in results.items():
+        out[f"{arm}_epochs"] = median([c.epochs for c in crossings])
+        out[f"{arm}_seconds"] = median([c.seconds for c in crossings])
+    if out["pruned_epochs"] and out["unpruned_epochs"]:
+        out["pruning_epoch_ratio"] = round(out["pruned_epochs"] / out["unpruned_epochs"], 3)
+        out["pruning_time_ratio"] = round(out["pruned_seconds"] / out["unpruned_seconds"], 3)
+    return out
+
+
+def _parallel_sweep(path: Path, n_trials: int) -> None:
+    """The quick sweep's space with ``n_trials`` fixed configs enqueued, so 1 and 2 workers run the same work."""
+    from mnist_sweep.config import load_sweep
+
+    quick = load_sweep(REPO / "sweeps" / "quick.yaml")
+    rng = np.random.default_rng(0)
+    configs = [{
+        "hidden_layers": int(rng.integers(0, 3)), "units": int(rng.choice([64, 128])),
+        "dropout": round(float(rng.choice(np.arange(0, 0.6, 0.1))), 1), "optimizer": str(rng.choice(["sgd", "adam"])),
+        "batch_size": int(rng.choice([64, 128])), "epochs": int(rng.integers(1, 5)),
+        "learning_rate": float(10 ** rng.uniform(-4, -1)),
+    } for _ in range(n_trials)]
+    raw = quick.model_dump(mode="json", exclude={"source"})
+    raw.update(name="parallel", trials=n_trials, enqueue=configs, pruner={"name": "none"})
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    overhead = statistics.mean(t.duration.total_seconds() - t.user_attrs.get("fit_seconds", 0.0) for t in done)
+    return len(done) / span * 3600, overhead
+
+
+def bench_parallel(n_trials: int = 16) -> dict[str, Any]:
+    """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = Path(tmp) / "parallel.yaml"
+        _parallel_sweep(sweep, n_trials)
+        for jobs in (1, 2):
+            storage = f"sqlite:///{tmp}/jobs{jobs}.db"
+            cmd = [sys.executable, "-m", "mnist_sweep", "run", str(sweep), "--storage", storage, "--jobs", str(jobs)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise RuntimeError(f"run --jobs {jobs} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            rate, overhead = _trials_per_hour(storage, "parallel")
+            out[f"trials_per_hour_{jobs}_worker{'s' if jobs > 1 else ''}"] = round(rate)
+            if jobs == 1:
+                out["overhead_s_per_trial"] = round(overhead, 3)
+            _log(f"{jobs} worker(s): {rate:.0f} trials/hour, overhead {overhead:.3f}s/trial")
+    out["two_worker_scaling"] = round(out["trials_per_hour_2_workers"] / out["trials_per_hour_1_worker"], 3)
+    return out
+
+
+def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, Any]:
+    """Run ``sweep`` for ``seconds`` (then Ctrl-C), and read best validation accuracy against wall time."""
+    import optuna
+
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{tmp}/anytime.db"
+        cmd = [sys.executable, "-m", "mnist_sweep", "run", sweep, "--storage", storage]
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        started = time.monotonic()
+        try:
+            proc.wait(timeout=seconds + 60)  # process start-up and data loading come on top of the budget
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        wall = time.monotonic() - started
+        study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+        trials = [t for t in study.trials if t.intermediate_values]
+        curve = _best_so_far(trials)
+    within = [v for s, v in curve if s <= seconds]
+    first_980 = next((s for s, v in curve if v >= 0.980), None)
+    return {
+        "default_time_to_val_0980_s": round(first_980, 1) if first_980 is not None else None,
+        "default_best_val_15min": round(max(within), 4) if within else None,
+        "default_trials_15min": len(trials),
+        "default_wall_s": round(wall),
+        "default_curve": [[round(s, 1), round(v, 4)] for s, v in curve],
+    }
+
+
+def _best_so_far(trials: Sequence[Any]) -> list[tuple[float, float]]:
+    """(seconds since the first trial started, best validation accuracy so far) at each improvement."""
+    if not trials:
+        return []
+    start = min(t.datetime_start for t in trials)
+    points = sorted((when, value) for t in trials for when, _, value in _epoch_times(t, start))
+    curve, best = [], -1.0
+    for when, value in points:
+        if value > best:
+            best = value
+            curve.append((when, value))
+    return curve
+
+
+def run_bench(fast: bool = True, parts: Sequence[str] = ("throughput", "pruning", "parallel", "anytime"),
+              anytime_seconds: float = 900.0) -> dict[str, Any]:
+    """Every measurement in one run; returns one flat-ish dict (nested tables under their own keys)."""
+    import importlib.util
+
+    backends = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    started = time.monotonic()
+    if "throughput" in parts:
+        results.update(bench_throughput(backends))
+    if "parallel" in parts:
+        results.update(bench_parallel())
+    if "pruning" in parts:
+        results.update(bench_pruning(fast))
+    if "anytime" in parts:
+        results.update(bench_anytime(anytime_seconds))
+    results["bench_seconds"] = round(time.monotonic() - started)
+    return results
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """The figures with their targets, one per line."""
+    lines = [f"{'figure':32} {'value':>10}  target    ok"]
+    for key, op, target in TARGETS:
+        value = results.get(key)
+        if isinstance(value, (int, float)):
+            ok = value >= target if op == ">=" else value <= target if op == "<=" else value < target
+            lines.append(f"{key:32} {value:>10.4g}  {op} {target:<6.4g} {'yes' if ok else 'NO'}")
+        else:
+            lines.append(f"{key:32} {'n/a':>10}  {op} {target:<6.4g} not measured")
+    for key in ("tutorial_epoch_s", "epoch_s", "flop_bound_epoch_s", "sgemm_gflops", "peak_sgemm_gflops",
+                "trials_per_hour_1_worker", "trials_per_hour_2_workers", "pruned_epochs", "unpruned_epochs",
+                "bench_seconds"):
+        if key in results:
+            lines.append(f"{key:32} {results[key]!s:>10}")
+    if "epoch_s_by_batch" in results:
+        for batch, row in results["epoch_s_by_batch"].items():
+            lines.append(f"  batch {batch:>4}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
+    return "\n".join(lines)
