@@ -128,7 +128,7 @@ def _grid(sweep: SweepConfig) -> dict[str, list[Any]]:
                 raise InputError(f"space.{name}: the grid sampler needs 'choices' or a 'step' on a float range")
             step = axis.step or 1
             count = int(round((axis.high - axis.low) / step)) + 1
-            grid[name] = [axis.low + i * step for i in range(count)]
+            grid[name] = [round(axis.low + i * step, 10) for i in range(count)]
         else:
             grid[name] = list(axis.choices) if axis.choices is not None else [axis.value]
     return grid

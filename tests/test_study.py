@@ -1,0 +1,73 @@
+"""Samplers, pruners and storages built from sweep files."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from mnist_sweep.config import parse_sweep
+from mnist_sweep.errors import InputError
+from mnist_sweep.study import make_pruner, make_sampler, open_storage, redact, storage_url
+
+SPACE = {"hidden_layers": {"low": 0, "high": 2}, "dropout": {"low": 0.0, "high": 0.2, "step": 0.1},
+         "optimizer": ["sgd", "adam"], "epochs": 3}
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+     ("grid", optuna.samplers.GridSampler), ("cmaes", optuna.samplers.CmaEsSampler),
+     ("qmc", optuna.samplers.QMCSampler)],
+)
+def test_every_sampler_name_builds_its_sampler(name: str, cls: type) -> None:
+    sweep = parse_sweep({"name": "s", "trials": 2, "sampler": name, "space": SPACE}, "s.yaml")
+    assert isinstance(make_sampler(sweep), cls)
+
+
+def test_grid_enumerates_stepped_ranges_and_choices() -> None:
+    sweep = parse_sweep({"name": "s", "trials": 2, "sampler": "grid", "space": SPACE}, "s.yaml")
+    grid = make_sampler(sweep)._search_space
+    assert grid["hidden_layers"] == [0, 1, 2]
+    assert grid["dropout"] == [0.0, 0.1, 0.2]
+    assert sorted(grid["optimizer"]) == ["adam", "sgd"]
+    assert grid["epochs"] == [3]
+
+
+def test_grid_refuses_a_continuous_float_range() -> None:
+    sweep = parse_sweep({"name": "s", "trials": 2, "sampler": "grid",
+                         "space": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}}}, "s.yaml")
+    with pytest.raises(InputError, match="space.learning_rate: the grid sampler needs 'choices' or a 'step'"):
+        make_sampler(sweep)
+
+
+@pytest.mark.parametrize(
+    ("pruner", "cls"),
+    [({"name": "none"}, optuna.pruners.NopPruner), ({"name": "median"}, optuna.pruners.MedianPruner),
+     ({"name": "hyperband"}, optuna.pruners.HyperbandPruner),
+     ({"name": "successive_halving"}, optuna.pruners.SuccessiveHalvingPruner)],
+)
+def test_every_pruner_name_builds_its_pruner(pruner: dict, cls: type) -> None:
+    sweep = parse_sweep({"name": "s", "trials": 2, "pruner": pruner,
+                         "space": {"epochs": {"low": 5, "high": 40}}}, "s.yaml")
+    built = make_pruner(sweep)
+    assert isinstance(built, cls)
+    if cls is optuna.pruners.HyperbandPruner:
+        assert built._max_resource == 40  # 'auto' is the most epochs a trial can run
+
+
+def test_storage_url_precedence(monkeypatch) -> None:
+    monkeypatch.delenv("MNIST_SWEEP_STORAGE", raising=False)
+    assert storage_url(None) == "sqlite:///studies/mnist_sweep.db"
+    monkeypatch.setenv("MNIST_SWEEP_STORAGE", "sqlite:///env.db")
+    assert storage_url(None) == "sqlite:///env.db"
+    assert storage_url("sqlite:///flag.db") == "sqlite:///flag.db"
+
+
+def test_passwords_are_never_printed() -> None:
+    assert redact("postgresql://bob:s3cret@db.example:5432/optuna") == "postgresql://bob:***@db.example:5432/optuna"
+
+
+def test_missing_sqlite_file_is_not_created_for_reading(tmp_path) -> None:
+    with pytest.raises(InputError, match="no such storage file"):
+        open_storage(f"sqlite:///{tmp_path / 'none.db'}", create=False)
+    assert not (tmp_path / "none.db").exists()
