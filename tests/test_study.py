@@ -71,3 +71,24 @@ def test_missing_sqlite_file_is_not_created_for_reading(tmp_path) -> None:
     with pytest.raises(InputError, match="no such storage file"):
         open_storage(f"sqlite:///{tmp_path / 'none.db'}", create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_studies_command_lists_counts_and_best(tmp_path, capsys) -> None:
+    from mnist_sweep.cli import main
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="listed", storage=url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.97, params={}, distributions={}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert main(["studies", "--storage", url]) == 0
+    assert "listed: 1 complete, 1 fail; best 0.9700 (trial 0)" in capsys.readouterr().out
+
+
+def test_schema_command_writes_the_shipped_schema(tmp_path) -> None:
+    import json
+
+    from mnist_sweep.cli import main
+    from mnist_sweep.config import sweep_json_schema
+
+    assert main(["schema", "-o", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text()) == sweep_json_schema()
