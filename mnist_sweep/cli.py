@@ -24,15 +24,37 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so Optuna marks the running trial FAIL instead of leaving it RUNNING."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+class _StopSignals:
+    """Signal handler: the first SIGINT or SIGTERM stops the command; later ones are ignored so the
+    clean-up (failing the running trial) is not cut short, e.g. when a terminal's Ctrl-C also
+    reaches a worker through ``run --jobs``, which forwards it.
+
+    The signal is also remembered: an exception raised from a handler can be swallowed where it
+    happens to land (a finalizer, a library's ``except BaseException``), so the sweep loop asks
+    :meth:`received` between trials too.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        self.signum = signum
+        raise self.exception()
+
+    def received(self) -> bool:
+        return self.signum is not None
+
+    def exception(self) -> KeyboardInterrupt:
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial's reason is on our progress line
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -77,7 +99,7 @@ class _Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run or resume a sweep."""
+    """Run or resume a sweep (``--jobs N``: in N worker processes)."""
     from mnist_sweep.config import load_sweep, resolve_sweep_path, with_overrides
 
     path = resolve_sweep_path(args.sweep)
@@ -86,29 +108,95 @@ def cmd_run(args: argparse.Namespace) -> int:
                            timeout=args.timeout, seed=args.seed, data_source=args.data)
     from mnist_sweep.model import use_backend
 
-    use_backend(sweep.training.backend)
+    backend = use_backend(sweep.training.backend)
+    if getattr(args, "threads", None):
+        from mnist_sweep.workers import apply_backend_threads
+
+        apply_backend_threads(args.threads, backend)
     _quiet_libraries()
     from mnist_sweep.data import load_dataset
     from mnist_sweep.study import redact, run_sweep, storage_url
 
     storage = storage_url(args.storage)
     study_name = args.study or sweep.name
-    if args.new_study:
+    if getattr(args, "new_study", False):
         study_name = f"{study_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = load_dataset(sweep.data)
+    if getattr(args, "jobs", 1) > 1:
+        return _run_jobs(args, path, sweep, storage, study_name, dataset.describe())
     print(f"sweep {path}: study '{study_name}' in {redact(storage)}, target {sweep.trials} trials; "
           f"data {dataset.describe()}", flush=True)
     running: dict[str, Any] = {}
     start = time.monotonic()
+    stop = getattr(args, "stop", None)
     try:
-        study = run_sweep(sweep, storage, study_name=study_name, dataset=dataset,
-                          on_trial=_Progress(sweep.trials), on_start=lambda t: running.update(trial=t))
+        study = run_sweep(sweep, storage, study_name=study_name, dataset=dataset, worker=_worker_index(args),
+                          on_trial=_Progress(sweep.trials), on_start=lambda t: running.update(trial=t),
+                          should_stop=stop.received if stop else None)
+        if stop is not None and stop.received():
+            raise stop.exception()
     except KeyboardInterrupt as err:
         _fail_interrupted(running.get("trial"), err)
         print(f"interrupted: resume with: python -m mnist_sweep run {args.sweep or 'default'} "
               f"--study {study_name} --storage {redact(storage)}", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+        terminated = isinstance(err, Terminated) or (stop is not None and stop.signum == signal.SIGTERM)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     _print_summary(study, time.monotonic() - start)
+    return EXIT_OK
+
+
+def _worker_index(args: argparse.Namespace) -> int:
+    """This worker's index, which offsets its sampler seed: ``--worker-id``, else Kubernetes'
+    ``$JOB_COMPLETION_INDEX`` (an Indexed Job), else random for ``worker`` (independent machines
+    must not share a seed) and 0 for ``run``."""
+    if getattr(args, "worker_id", None) is not None:
+        return int(args.worker_id)
+    if args.handler is not cmd_worker:
+        return 0
+    index = os.environ.get("JOB_COMPLETION_INDEX", "")
+    if index.isdigit():
+        return int(index)
+    import secrets
+
+    return 1 + secrets.randbelow(1_000_000)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join a sweep's study as one worker (the loop of ``run``, no spawning); any machine can run one."""
+    if args.threads:
+        from mnist_sweep.workers import limit_threads
+
+        limit_threads(args.threads)  # before Keras (and its runtime) is imported
+    return cmd_run(args)
+
+
+def _run_jobs(args: argparse.Namespace, path: Any, sweep: Any, storage: str, study_name: str, data: str) -> int:
+    """Create the study once, then run ``args.jobs`` worker processes on it and wait for them."""
+    from mnist_sweep.study import DONE_STATES, open_storage, open_study, redact
+    from mnist_sweep.workers import run_workers, thread_share, worker_argv
+
+    study = open_study(sweep, open_storage(storage), study_name)  # enqueues the sweep's trials once
+    threads = thread_share(args.jobs)
+    print(f"sweep {path}: study '{study_name}' in {redact(storage)}, target {sweep.trials} trials; "
+          f"data {data}; {args.jobs} workers x {threads} thread{'s' if threads > 1 else ''}", flush=True)
+    start = time.monotonic()
+    overrides = {"trials": args.trials, "timeout": args.timeout, "seed": args.seed, "data": args.data}
+    argvs = [worker_argv(str(path), study_name, threads, {**overrides, "worker_id": i}) for i in range(args.jobs)]
+    result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": storage})
+    resume = (f"python -m mnist_sweep run {args.sweep or 'default'} --study {study_name} "
+              f"--storage {redact(storage)} --jobs {args.jobs}")
+    if result.signal is not None:
+        print(f"interrupted: resume with: {resume}", file=sys.stderr)
+        return EXIT_TERMINATED if result.signal == signal.SIGTERM else EXIT_INTERRUPTED
+    done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
+    bad = [(i, code) for i, code in enumerate(result.codes, start=1) if code != 0]
+    for i, code in bad:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        print(f"warning: worker {i} {how}", file=sys.stderr)
+    _print_summary(study, time.monotonic() - start)
+    if bad and done < sweep.trials:
+        print(f"target not reached ({done}/{sweep.trials}): resume with: {resume}", file=sys.stderr)
+        return EXIT_INPUT if all(code == EXIT_INPUT for _, code in bad) else 1
     return EXIT_OK
 
 
@@ -198,6 +286,102 @@ def _counts(study: Any) -> dict[str, int]:
     return dict(count_states(study))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a study's best trial as a fixed sweep file for ``train``."""
+    _quiet_libraries()
+    from mnist_sweep.export import export_best
+    from mnist_sweep.study import load_existing, storage_url
+
+    url = storage_url(args.storage)
+    study = load_existing(url, args.study)
+    path = export_best(study, args.output, args.format, storage=url)
+    best = study.best_trial
+    print(f"wrote {path}: trial {best.number} of study '{study.study_name}' (val_accuracy={best.value:.4f}) "
+          f"| {_short_params(best.params)}")
+    print(f"next: python -m mnist_sweep train {path}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an exported config on training + validation data, test it once, save model and metrics."""
+    _quiet_libraries()
+    from mnist_sweep.retrain import train
+
+    def progress(epoch: int, metrics: dict[str, float]) -> bool:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(f"epoch {epoch + 1}: {shown}", flush=True)
+        return False
+
+    print(f"training {args.config} on training + validation data ...", flush=True)
+    result = train(args.config, args.output, data=args.data, epochs=args.epochs, seed=args.seed, on_epoch=progress)
+    print(f"test accuracy: {result.test_accuracy:.4f} ({100 * result.test_accuracy:.2f}%), "
+          f"test loss {result.test_loss:.4f}, {result.seconds:.0f}s training")
+    print(f"wrote {result.model_path}, {result.metrics_path.name}, {result.curves_path.name}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify digit images with a trained model; exit 2 if any file could not be read."""
+    import json
+
+    from mnist_sweep.model import use_backend
+
+    use_backend("auto")
+    from mnist_sweep.predict import load_model, predict_files
+
+    results = predict_files(load_model(args.model), args.images)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for r in results:
+        if "error" in r:
+            print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r['file']}: {r['digit']} (p={r['probability']:.3f})")
+    return EXIT_INPUT if any("error" in r for r in results) else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a study's self-contained HTML report (plotly figures and a sortable trials table)."""
+    _quiet_libraries()
+    from mnist_sweep.report import write_report
+    from mnist_sweep.study import load_existing, storage_url
+
+    study = load_existing(storage_url(args.storage), args.study)
+    path = write_report(study, args.output, args.metrics)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; study '{study.study_name}', "
+          f"{len(study.get_trials(deepcopy=False))} trials)")
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on the storage until Ctrl-C."""
+    _quiet_libraries()
+    from mnist_sweep.dashboard import serve
+    from mnist_sweep.study import storage_url
+
+    serve(storage_url(args.storage), host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    """Export one row per trial as CSV (params, timing, size, reasons, per-epoch validation accuracy)."""
+    _quiet_libraries()
+    from mnist_sweep.study import load_existing, storage_url
+    from mnist_sweep.tables import trials_frame
+
+    frame = trials_frame(load_existing(storage_url(args.storage), args.study))
+    if args.output:
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {args.output} ({len(frame)} trials)", file=sys.stderr)
+    else:
+        try:
+            sys.stdout.write(frame.to_csv(index=False))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `trials | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------
 # Parser
 
@@ -205,6 +389,28 @@ def _counts(study: Any) -> dict[str, int]:
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna RDB URL (default: $MNIST_SWEEP_STORAGE or sqlite:///studies/mnist_sweep.db)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number >= 1, got {value}")
+    return value
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The arguments ``run`` and ``worker`` share: the sweep, its study and storage, and overrides."""
+    p.add_argument("sweep", nargs="?", metavar="SWEEP",
+                   help="sweep file, or a name in sweeps/ (default: sweeps/default.yaml)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
+    _add_storage(p)
+    p.add_argument("--trials", type=int, metavar="N", help="target number of finished trials")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    p.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
+    p.add_argument("--seed", type=int, metavar="N", help="sampler and weight-init seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,21 +423,84 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run or resume a sweep", description=(
         "Run a sweep until its study holds `trials` COMPLETE + PRUNED trials; running it again resumes."))
-    run.add_argument("sweep", nargs="?", metavar="SWEEP",
-                     help="sweep file, or a name in sweeps/ (default: sweeps/default.yaml)")
-    run.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
-    _add_storage(run)
-    run.add_argument("--trials", type=int, metavar="N", help="target number of finished trials")
-    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
-    run.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
-    run.add_argument("--seed", type=int, metavar="N", help="sampler and weight-init seed")
+    _add_sweep_args(run)
     run.add_argument("--new-study", action="store_true",
                      help="start a new study (name gets a timestamp) instead of resuming")
+    run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                     help="run N worker processes on this machine, each with its share of the cores (default 1)")
     run.set_defaults(handler=cmd_run)
+
+    worker = sub.add_parser("worker", help="join a sweep's study as one worker (from any machine)", description=(
+        "One worker of a shared study: the loop of `run`, without spawning. Start one per machine (or per "
+        "container) with the same --storage (a PostgreSQL URL, or $MNIST_SWEEP_STORAGE) and --study."))
+    _add_sweep_args(worker)
+    worker.add_argument("--threads", type=_positive_int, metavar="K",
+                        help="limit this worker's compute threads to K (default: all cores)")
+    worker.add_argument("--worker-id", type=int, metavar="I",
+                        help="offsets the sampler seed so workers propose different configs (default: "
+                             "$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job, else random)")
+    worker.set_defaults(handler=cmd_worker)
 
     studies = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(studies)
     studies.set_defaults(handler=cmd_studies)
+
+    export = sub.add_parser("export", help="write a study's best trial as a fixed config for train", description=(
+        "Write the best COMPLETE trial as a sweep file with every axis fixed, the study's data settings and "
+        "its provenance; `train` takes it as is (default: studies/<study>/best.yaml)."))
+    export.add_argument("--study", metavar="NAME", help="study name (default: the storage's only study)")
+    _add_storage(export)
+    export.add_argument("-o", "--output", metavar="FILE", help="default: studies/<study>/best.yaml")
+    export.add_argument("--format", choices=["yaml", "json"], help="default: json for a .json FILE, else yaml")
+    export.set_defaults(handler=cmd_export)
+
+    train = sub.add_parser("train", help="train an exported config on all training data and test it once",
+                           description=(
+        "Train the config's model on the training and validation images together, evaluate it once on the "
+        "test set, and save model.keras, metrics.json and curves.html (default: in studies/<study>/)."))
+    train.add_argument("config", metavar="CONFIG", help="an exported config (every axis fixed)")
+    train.add_argument("-o", "--output", metavar="MODEL",
+                       help="model file, .keras (default: studies/<study>/model.keras)")
+    train.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
+    train.add_argument("--epochs", type=_positive_int, metavar="N", help="override the config's epochs")
+    train.add_argument("--seed", type=int, metavar="N", help="weight-init seed (default: the config's seed)")
+    train.set_defaults(handler=cmd_train)
+
+    predict = sub.add_parser("predict", help="classify digit images with a trained model", description=(
+        "Classify image files (PNG, JPEG, ...; any size, either polarity) with a model.keras from `train`. "
+        "Exit code 2 if any file could not be read; the others are still classified."))
+    predict.add_argument("model", metavar="MODEL", help="a .keras model saved by train")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    predict.add_argument("--json", action="store_true", help="print the results as JSON (with all 10 probabilities)")
+    predict.set_defaults(handler=cmd_predict)
+
+    study_help = "study name (default: the storage's only study)"
+    report = sub.add_parser("report", help="write a study's HTML report (offline, self-contained)", description=(
+        "One HTML file with plotly.js embedded: accuracy against each searched axis, parallel coordinates, "
+        "optimisation history, importances, learning curves, cost, and a sortable trials table."))
+    report.add_argument("--study", metavar="NAME", help=study_help)
+    _add_storage(report)
+    report.add_argument("-o", "--output", metavar="PATH", help="HTML file (default: studies/<study>/report.html)")
+    report.add_argument("--metrics", metavar="PATH",
+                        help="test metrics JSON of the retrained model (default: studies/<study>/metrics.json "
+                             "if it exists)")
+    report.set_defaults(handler=cmd_report)
+
+    dashboard = sub.add_parser("dashboard", help="browse the storage's studies in optuna-dashboard", description=(
+        "Serve optuna-dashboard on the storage until Ctrl-C. It has no authentication and can delete studies: "
+        "keep it on loopback (the default) or behind something that authenticates."))
+    _add_storage(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    dashboard.set_defaults(handler=cmd_dashboard)
+
+    trials = sub.add_parser("trials", help="export a study's trials as CSV", description=(
+        "One row per trial: state, value, params_*, times, n_params, seconds_per_epoch, epochs_run, fail_reason, "
+        "val_accuracy_e1..eN and the per-epoch history as JSON."))
+    trials.add_argument("--study", metavar="NAME", help=study_help)
+    _add_storage(trials)
+    trials.add_argument("-o", "--output", metavar="PATH", help="CSV file (default: standard output)")
+    trials.set_defaults(handler=cmd_trials)
 
     bench = sub.add_parser("bench", help="measure speed and search efficiency on this machine", description=(
         "Epoch throughput vs the tutorial's code path and the FLOP bound, pruning efficiency, 1 vs 2 workers, "
@@ -259,7 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return EXIT_INPUT
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = args.stop = _StopSignals()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, stop)
     try:
         return args.handler(args)
     except InputError as err:
@@ -270,4 +542,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

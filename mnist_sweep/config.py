@@ -166,19 +166,40 @@ class SearchSpace(_Frozen):
     per_layer_units: bool = Field(
         default=False, description="search units_l0, units_l1, ... per hidden layer instead of one shared width"
     )
+    layer_units: list[Units] | None = Field(
+        default=None, description="with per_layer_units: the fixed width of each hidden layer (units_l0, "
+        "units_l1, ...), as 'export' writes a per-layer trial; needs a fixed hidden_layers of the same length"
+    )
 
     _shorthand_all = field_validator(
         "hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate",
         "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", mode="before",
     )(lambda v: _shorthand_axis(v) if v is not None else v)
 
+    @model_validator(mode="after")
+    def _layer_units_match(self) -> SearchSpace:
+        if self.layer_units is None:
+            return self
+        if not self.per_layer_units:
+            raise ValueError("'layer_units' needs 'per_layer_units: true'")
+        if not self.hidden_layers.fixed or self.hidden_layers.value != len(self.layer_units):
+            raise ValueError(f"'layer_units' has {len(self.layer_units)} widths: hidden_layers must be fixed "
+                             f"at {len(self.layer_units)} (got {describe_axis(self.hidden_layers)})")
+        return self
+
     def axes(self) -> dict[str, Choice[Any]]:
         """The searched and fixed axes, in declaration order (``learning_rate`` only when given)."""
         return {
             name: getattr(self, name)
             for name in SearchSpace.model_fields
-            if name != "per_layer_units" and getattr(self, name) is not None
+            if name not in ("per_layer_units", "layer_units") and getattr(self, name) is not None
         }
+
+    def layer_axis(self, index: int) -> Choice[Any]:
+        """The axis of ``units_l{index}`` (``per_layer_units``): its fixed ``layer_units`` width, else ``units``."""
+        if self.layer_units is not None and index < len(self.layer_units):
+            return Axis[Units](value=self.layer_units[index])
+        return self.units
 
 
 class _Seeded(_Frozen):
@@ -315,6 +336,7 @@ class Provenance(_Frozen):
     trial: int
     storage: str | None = None
     val_accuracy: float | None = None
+    date: str | None = Field(default=None, description="when it was exported (ISO 8601, UTC)")
 
 
 class SweepConfig(_Frozen):
@@ -340,8 +362,8 @@ class SweepConfig(_Frozen):
 
     def fingerprint(self) -> str:
         """What a resumed study must share with the sweep that created it: space, data, direction."""
-        payload = {"space": self.space.model_dump(mode="json"), "data": self.data.model_dump(mode="json"),
-                   "direction": "maximize"}
+        space = self.space.model_dump(mode="json", exclude={"layer_units"} if self.space.layer_units is None else None)
+        payload = {"space": space, "data": self.data.model_dump(mode="json"), "direction": "maximize"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -515,7 +537,7 @@ def _check_enqueue(sweep: SweepConfig) -> list[str]:
         for key, value in params.items():
             where = f"enqueue.{i}.{key}"
             if key in layer_units:
-                axis = axes["units"]
+                axis = sweep.space.layer_axis(int(str(key).removeprefix("units_l")))
             elif key not in axes:
                 hint = difflib.get_close_matches(str(key), list(axes), n=1)
                 problems.append(f"{where}: unknown axis" + (f" (did you mean '{hint[0]}'?)" if hint else ""))

@@ -62,6 +62,22 @@ class Dataset:
         return (f"{self.source}: {len(self.x_train)} train, {len(self.x_val)} validation, "
                 f"{len(self.x_test)} test images")
 
+    def merge_validation(self) -> Dataset:
+        """The validation images moved into the training set (none left to validate on), test untouched.
+
+        For the final model, once the config is chosen: with ``train_size`` unset that is the
+        whole 60,000-image training set; with it, the same ``train_size + validation_size`` images
+        the sweep saw.
+
+        Example:
+            >>> load_dataset(DataConfig()).merge_validation().x_train.shape
+            (60000, 784)
+        """
+        return Dataset(
+            x_train=np.concatenate([self.x_train, self.x_val]), y_train=np.concatenate([self.y_train, self.y_val]),
+            x_val=self.x_val[:0], y_val=self.y_val[:0], x_test=self.x_test, y_test=self.y_test, source=self.source,
+        )
+
 
 def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray:
     """Read one IDX file (gzip or raw) into a uint8 array of its declared shape.

@@ -50,7 +50,7 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         params[name] = _suggest(trial, name, axis)
     if space.per_layer_units:
         for i in range(int(params["hidden_layers"])):
-            params[f"units_l{i}"] = _suggest(trial, f"units_l{i}", space.units)
+            params[f"units_l{i}"] = _suggest(trial, f"units_l{i}", space.layer_axis(i))
     return params
 
 
@@ -71,6 +71,8 @@ class Objective:
         target_trials: when set, a trial that starts after ``target_trials`` others are already
             finished or running raises :class:`SurplusTrial` (exact targets with parallel workers).
         on_start: called with each trial as it starts (the CLI tracks the running trial).
+        should_stop: asked after each epoch; ``True`` interrupts the trial (it is failed, not
+            finished), so a stop signal whose exception was swallowed mid-epoch still stops it.
     """
 
     def __init__(
@@ -79,11 +81,13 @@ class Objective:
         dataset: Dataset,
         target_trials: int | None = None,
         on_start: Callable[[optuna.Trial], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.sweep = sweep
         self.dataset = dataset
         self.target_trials = target_trials
         self.on_start = on_start
+        self.should_stop = should_stop
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.on_start is not None:
@@ -122,6 +126,8 @@ class Objective:
         trial.set_user_attr("n_params", int(model.count_params()))
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
+            if self.should_stop is not None and self.should_stop():
+                raise KeyboardInterrupt("stop requested")
             value = metrics["val_accuracy"]
             if math.isfinite(value):
                 trial.report(value, step=epoch + 1)

@@ -90,17 +90,24 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as err:
         raise InputError(
-            f"{redact(url)}: missing database driver ({err.name}); try pip install -e '.[postgres]'"
+            f"{redact(url)}: missing database driver ({err.name or err}); try pip install -e '.[postgres]'"
         ) from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{redact(url)}: cannot open storage ({first})") from None
 
 
-def make_sampler(sweep: SweepConfig) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler, seeded with ``sampler.seed`` or the sweep's seed."""
+def make_sampler(sweep: SweepConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded with ``sampler.seed`` or the sweep's seed.
+
+    ``worker`` (0, 1, ...) offsets the seed of the random and model-based samplers, so parallel
+    workers sharing a study do not propose the same configs at the same moment. QMC and grid keep
+    the one seed: their workers index one shared sequence by trial number.
+    """
     cfg = sweep.sampler
     seed = cfg.seed if cfg.seed is not None else sweep.seed
+    if cfg.name not in ("qmc", "grid") and seed is not None:
+        seed += worker
     if cfg.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials,
                                           multivariate=cfg.multivariate, constant_liar=cfg.constant_liar)
@@ -159,7 +166,7 @@ def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
 
 
 def open_study(
-    sweep: SweepConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None = None
+    sweep: SweepConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None = None, worker: int = 0
 ) -> optuna.Study:
     """Create the sweep's study (enqueueing its ``enqueue:`` trials) or resume it.
 
@@ -167,7 +174,7 @@ def open_study(
         InputError: the stored study was made from a different search space or data.
     """
     name = study_name or sweep.name
-    sampler, pruner = make_sampler(sweep), make_pruner(sweep)
+    sampler, pruner = make_sampler(sweep, worker), make_pruner(sweep)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                     sampler=sampler, pruner=pruner)
@@ -201,6 +208,31 @@ def count_states(study: optuna.Study) -> Counter[str]:
     return Counter(t.state.name for t in study.get_trials(deepcopy=False))
 
 
+def load_existing(url: str, name: str | None = None) -> optuna.Study:
+    """Load a stored study for reading (report, dashboard, export), creating nothing.
+
+    ``name`` may be left out when the storage holds exactly one study.
+
+    Example:
+        >>> load_existing("sqlite:///studies/mnist_sweep.db", "quick").best_value
+
+    Raises:
+        InputError: the storage does not exist or cannot be opened, it holds no studies, or ``name``
+            is missing (several studies) or unknown; the message lists the studies there are.
+    """
+    storage = open_storage(url, create=False)
+    names = sorted(optuna.get_all_study_names(storage))
+    if not names:
+        raise InputError(f"{redact(url)}: no studies yet (start one with: python -m mnist_sweep run quick)")
+    if name is None:
+        if len(names) > 1:
+            raise InputError(f"{redact(url)} holds {len(names)} studies, pick one with --study: {', '.join(names)}")
+        name = names[0]
+    elif name not in names:
+        raise InputError(f"no study '{name}' in {redact(url)}; available: {', '.join(names)}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def run_sweep(
     sweep: SweepConfig,
     storage: str,
@@ -209,6 +241,8 @@ def run_sweep(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     on_start: Callable[[optuna.Trial], None] | None = None,
     heartbeat: bool = True,
+    worker: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> optuna.Study:
     """Run (or resume) ``sweep`` until its study holds ``sweep.trials`` COMPLETE + PRUNED trials.
 
@@ -223,14 +257,18 @@ def run_sweep(
         dataset: already loaded data; default: loaded here once, as ``sweep.data`` says.
         on_trial: called after each finished trial (the CLI prints a line).
         on_start: called as each trial starts.
-        heartbeat: send Optuna heartbeats so a dead worker's trial is failed and retried.
+        heartbeat: send Optuna heartbeats so a dead worker's trial is failed and retried. Without
+            them a RUNNING trial of another process may be dead, so this loop does not wait for it.
+        worker: this worker's index when several share the study (offsets the sampler seed).
+        should_stop: asked before each trial and after each epoch; ``True`` ends the loop and
+            interrupts the running trial (e.g. a signal was received).
     """
     make_sampler(sweep)
     dataset = dataset if dataset is not None else load_dataset(sweep.data)
     rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
-    study = open_study(sweep, rdb, study_name)
+    study = open_study(sweep, rdb, study_name, worker)
     optuna.storages.fail_stale_trials(study)  # Optuna reaps only when a trial starts; reap at start-up too
-    objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start)
+    objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start, should_stop=should_stop)
     callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     started = time.monotonic()
     failed_here = 0
@@ -243,11 +281,16 @@ def run_sweep(
             break
         if failed_here > max(3, sweep.trials):
             break
+        if should_stop is not None and should_stop():
+            break
         if done + counts["RUNNING"] >= sweep.trials:
-            time.sleep(2)  # other workers are finishing the target; a failure there is ours to replace
-            optuna.storages.fail_stale_trials(study)
+            if not heartbeat:
+                break
+            time.sleep(min(2.0, sweep.heartbeat.interval))  # others are finishing the target; a failure
+            optuna.storages.fail_stale_trials(study)  # there (or a dead worker's trial) is ours to replace
             continue
         before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         failed_here += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
+    optuna.storages.fail_stale_trials(study)
     return study

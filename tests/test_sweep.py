@@ -135,3 +135,20 @@ def test_usage_error_exits_2(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["run", "--trials", "many"])
     assert info.value.code == 2
+
+
+def test_stop_request_fails_the_running_trial_at_the_next_epoch(write_sweep, sqlite_url: str) -> None:
+    """A stop signal whose exception was swallowed mid-epoch still stops the trial: ``should_stop``
+    is asked after every epoch, and the trial is failed, not finished on a partial curve."""
+    sweep = load_sweep(write_sweep(trials=2, space={**load_sweep(write_sweep()).space.model_dump(), "epochs": 50}))
+    asked: list[int] = []
+
+    def stop_after_two_epochs() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # once before the trial, then after epochs 1 and 2
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, sqlite_url, heartbeat=False, should_stop=stop_after_two_epochs)
+    (trial,) = _study(sqlite_url).trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["fail_reason"].startswith("interrupted")
+    assert sorted(trial.intermediate_values) == [1, 2]

@@ -1,0 +1,79 @@
+"""optuna-dashboard on the project's storage: live trials, learning curves, importances in a browser.
+
+optuna-dashboard reads the same storage the sweeps write, so it can watch a running sweep: our
+per-epoch validation accuracies are Optuna intermediate values and show as learning curves.
+It has no authentication and its UI can delete studies, so it listens on loopback by default;
+any other host gets a warning.
+
+Example:
+    >>> serve("sqlite:///studies/mnist_sweep.db", port=8080)   # until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+from socketserver import ThreadingMixIn
+from typing import Any, TextIO
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from mnist_sweep.errors import InputError
+from mnist_sweep.study import open_storage, redact
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a browser's open connection must not hold up Ctrl-C
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """The dashboard polls every few seconds; one log line per request would drown the terminal."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: TextIO | None = None) -> None:
+    """Serve optuna-dashboard for ``storage_url`` on ``host:port`` until interrupted (Ctrl-C).
+
+    Prints the URL to ``out`` (default stdout) and a warning to stderr when ``host`` is not
+    loopback. Ctrl-C raises ``KeyboardInterrupt`` after the socket is closed (the CLI exits 130).
+
+    Raises:
+        InputError: the storage does not exist or cannot be opened, or the address cannot be bound
+            (port in use, unknown host).
+    """
+    import optuna_dashboard
+
+    out = out or sys.stdout
+    storage = open_storage(storage_url, create=False)
+    app = optuna_dashboard.wsgi(storage)
+    server_class = _Server6 if ":" in host else _Server
+    try:
+        httpd = make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler)
+    except OSError as err:
+        reason = "port already in use" if err.errno == errno.EADDRINUSE else (err.strerror or err)
+        raise InputError(f"cannot listen on {host}:{port}: {reason}") from None
+    if not is_loopback(host):
+        print(f"warning: listening on {host}, reachable from other machines; optuna-dashboard has no "
+              "authentication and anyone who can reach it can delete studies", file=sys.stderr)
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    print(f"optuna-dashboard on {redact(storage_url)}: http://{shown}:{httpd.server_port}/ (Ctrl-C to stop)",
+          file=out, flush=True)
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()

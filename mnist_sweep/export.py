@@ -1,0 +1,207 @@
+"""Export a study's best trial as a sweep file that ``train`` (and ``run``) accept as is.
+
+The file is an ordinary sweep file: every axis fixed at the trial's value (``units_l0``,
+``units_l1``, ... of a per-layer trial as ``layer_units``), the study's data and training
+settings, ``trials: 1``, the seed the trial's weights were drawn with (``seed + trial number``),
+no pruner, and ``source:`` saying where it came from (study, trial, storage without password,
+validation accuracy, date). ``run`` on it reproduces the trial; ``train`` on it trains the
+final model. Floats are written in their shortest exact form, so the params read back equal the
+trial's bit for bit.
+
+Example:
+    >>> study = load_existing("sqlite:///studies/mnist_sweep.db", "quick")
+    >>> export_best(study)                     # studies/quick/best.yaml
+    PosixPath('studies/quick/best.yaml')
+    >>> fixed_params(load_sweep("studies/quick/best.yaml").space) == study.best_trial.params
+    True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from mnist_sweep.config import Axis, Choice, SearchSpace, describe_axis, load_sweep
+from mnist_sweep.errors import InputError
+from mnist_sweep.files import atomic_path
+
+Format = Literal["yaml", "json"]
+_LAYER_KEY = re.compile(r"units_l(\d+)")
+_SPACE_KEYS = set(SearchSpace.model_fields) - {"per_layer_units", "layer_units"}
+_MISSING = object()
+
+
+def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, Any]:
+    """The sweep-file mapping of ``study``'s best COMPLETE trial (see the module docstring).
+
+    Args:
+        study: a study made by ``run`` (its sweep is in the user attribute ``sweep``; without
+            it the data and training settings are the defaults).
+        storage: the storage URL for ``source.storage`` (default: read from the study); the
+            password is masked.
+
+    Raises:
+        InputError: the study has no COMPLETE trial, or the trial has parameters that sweep
+            files cannot express.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise InputError(f"study '{study.study_name}': no completed trial to export "
+                         f"({len(study.get_trials(deepcopy=False))} trials in all)")
+    best = study.best_trial
+    stored = study.user_attrs.get("sweep") or {}
+    name = _safe_name(study.study_name)
+    config: dict[str, Any] = {
+        "name": f"{name[:95]}-best",
+        "description": f"best trial {best.number} of study '{study.study_name}' "
+                       f"(validation accuracy {best.value:.4f}), exported for 'train'",
+        "trials": 1,
+        "seed": int(stored.get("seed", 0)) + best.number,
+        "pruner": {"name": "none"},
+        "data": stored.get("data", {}),
+        "space": _fixed_space(study.study_name, best),
+    }
+    for key in ("training", "heartbeat"):
+        if key in stored:
+            config[key] = stored[key]
+    config["source"] = {
+        "study": study.study_name,
+        "trial": best.number,
+        "storage": _storage_url(study, storage),
+        "val_accuracy": best.value,
+        "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    return config
+
+
+def export_best(
+    study: optuna.Study,
+    path: str | Path | None = None,
+    format: Format | None = None,  # noqa: A002 - the CLI's --format
+    storage: str | None = None,
+) -> Path:
+    """Write :func:`best_config` of ``study`` to ``path`` atomically and return the path.
+
+    Args:
+        path: default ``studies/<study>/best.yaml`` (``best.json`` for JSON).
+        format: ``yaml`` or ``json``; default: ``json`` for a ``.json`` path, else ``yaml``.
+
+    The written file is read back with :func:`load_sweep` before it replaces ``path``, and every
+    param of the trial must come back equal (axes the trial lacks take their defaults): a file
+    that ``train`` would not accept, or would train differently, is never left behind.
+    """
+    if format is None:
+        format = "json" if path is not None and Path(path).suffix.lower() == ".json" else "yaml"
+    if format not in ("yaml", "json"):
+        raise InputError(f"--format: want yaml or json, got {format!r}")
+    config = best_config(study, storage)
+    if path is None:
+        path = study_dir(study.study_name) / f"best.{format}"
+    path = Path(path)
+    text = json.dumps(config, indent=2) + "\n" if format == "json" else _yaml_text(config, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            params = fixed_params(load_sweep(tmp).space, str(path))
+        except InputError as err:
+            raise InputError([f"{path}: export is not a valid sweep file:", *err.problems]) from None
+        changed = {k: v for k, v in study.best_trial.params.items() if params.get(k, _MISSING) != v}
+        if changed:
+            raise AssertionError(f"export of trial {study.best_trial.number} does not round-trip: {changed} "
+                                 f"read back as {params}")
+    return path
+
+
+def fixed_params(space: SearchSpace, filename: str = "config") -> dict[str, Any]:
+    """The trial params a space of fixed axes describes, named as a trial's (``units_l0``, ...).
+
+    An axis counts as fixed when it is a ``value``, a single choice, or a range with ``low == high``.
+
+    Raises:
+        InputError: one line per axis that is not fixed, naming ``filename`` and the axis.
+    """
+    from mnist_sweep.objective import suggest_params
+
+    values: dict[str, Any] = {}
+    problems = []
+    for name, axis in space.axes().items():
+        if name == "units" and space.layer_units is not None:
+            continue  # each layer's width is given
+        single = _single_value(axis)
+        if single is None:
+            problems.append(f"{filename}: space.{name}: not fixed ({describe_axis(axis)}); 'train' needs "
+                            "one value per axis (export a study's best trial with: python -m mnist_sweep export)")
+        else:
+            values[name] = single[0]
+    if problems:
+        raise InputError(problems)
+    if space.per_layer_units:
+        for i in range(int(values["hidden_layers"])):
+            values[f"units_l{i}"] = _single_value(space.layer_axis(i))[0]  # fixed: checked above
+    return suggest_params(optuna.trial.FixedTrial(values), space)
+
+
+def _single_value(axis: Choice[Any]) -> tuple[Any] | None:
+    if axis.fixed:
+        return (axis.value,)
+    if axis.choices is not None and len(axis.choices) == 1:
+        return (axis.choices[0],)
+    if isinstance(axis, Axis) and axis.ranged and axis.low == axis.high:
+        return (axis.low,)
+    return None
+
+
+def _fixed_space(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    params = dict(trial.params)
+    layer_keys = sorted((k for k in params if _LAYER_KEY.fullmatch(k)), key=lambda k: int(k[len("units_l"):]))
+    widths = [params.pop(k) for k in layer_keys]
+    unknown = sorted(set(params) - _SPACE_KEYS)
+    if unknown:
+        raise InputError(f"study '{study_name}': trial {trial.number} has parameters that sweep files do not "
+                         f"know: {', '.join(unknown)}")
+    space: dict[str, Any] = dict(params)
+    if layer_keys:
+        space.pop("units", None)
+        space.update(per_layer_units=True, layer_units=widths)
+    return space
+
+
+def study_dir(study_name: str) -> Path:
+    """``studies/<study>``: where a study's export, final model and metrics go by default."""
+    return Path("studies") / _safe_name(study_name)
+
+
+def _safe_name(name: str) -> str:
+    """``name`` as a file name and sweep name: letters, digits, ``_.-``; starts with a letter or digit."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("-_.")
+    return safe or "study"
+
+
+def _storage_url(study: optuna.Study, given: str | None) -> str | None:
+    from mnist_sweep.study import redact
+
+    if given:
+        return redact(given)
+    storage: Any = getattr(study, "_storage", None)
+    for _ in range(3):  # optuna wraps an RDBStorage in a cache
+        url = getattr(storage, "url", None)
+        if isinstance(url, str):
+            return redact(url)
+        storage = getattr(storage, "_backend", None)
+    return None
+
+
+def _yaml_text(config: dict[str, Any], path: Path) -> str:
+    source = config["source"]
+    header = (f"# Best trial {source['trial']} of study '{source['study']}' "
+              f"(validation accuracy {source['val_accuracy']:.4f}), exported {source['date']}.\n"
+              "# Train the final model on all training data and test it once:\n"
+              f"#   python -m mnist_sweep train {path}\n")
+    return header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=120)

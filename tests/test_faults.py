@@ -1,0 +1,177 @@
+"""Faults, proven with real processes: kill -9, Ctrl-C, SIGTERM, parallel workers on SQLite and PostgreSQL.
+
+Each test drives ``python -m mnist_sweep`` in subprocesses against a real storage and then reads
+the study back with Optuna.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from mnist_sweep.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+#: Trials of a few seconds each, long enough to be caught in the middle.
+SLOW_TRIAL_SPACE = {"hidden_layers": 1, "units": [32, 64], "dropout": 0.0, "optimizer": "adam",
+                    "batch_size": 128, "epochs": 40, "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}
+
+
+def _states(url: str, name: str = "tiny") -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=url)
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def _start(args: list[str], **kwargs) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def _wait_for_running_trial(url: str, proc: subprocess.Popen[str], seconds: float = 180) -> optuna.trial.FrozenTrial:
+    """Wait until a trial is RUNNING and has reported an epoch: the process is mid-training."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "worker exited early"
+        try:
+            study = optuna.load_study(study_name="tiny", storage=url)
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            running = []
+        if running and running[0].intermediate_values:
+            return running[0]
+        time.sleep(0.3)
+    raise AssertionError("no trial started training in time")
+
+
+def test_kill_9_mid_trial_then_run_again_finishes_exactly(write_sweep, sqlite_url: str) -> None:
+    path = write_sweep(trials=3, space=SLOW_TRIAL_SPACE, heartbeat={"interval": 1, "grace_period": 3})
+    proc = _start(["run", str(path), "--storage", sqlite_url], start_new_session=True)
+    victim = _wait_for_running_trial(sqlite_url, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = time.time()
+    assert _states(sqlite_url).get("RUNNING") == 1  # nobody told the storage: only heartbeats can
+
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    study = optuna.load_study(study_name="tiny", storage=sqlite_url)
+    states = _states(sqlite_url)
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 3
+    assert "RUNNING" not in states and "WAITING" not in states
+    dead = study.trials[victim.number]
+    assert dead.state.name == "FAIL"
+    assert dead.datetime_complete.timestamp() - killed_at < 60  # reaped by the next run, not left forever
+    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim.number]
+    assert len(retries) == 1 and retries[0].params == dead.params  # the dead config was run again
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stop_signal_mid_trial_fails_it_cleanly_and_resume_finishes(
+    write_sweep, sqlite_url: str, signum: int, code: int
+) -> None:
+    path = write_sweep(trials=1, space={**SLOW_TRIAL_SPACE, "epochs": 600})  # ~10 s: caught in its first epochs
+    proc = _start(["run", str(path), "--storage", sqlite_url],
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's job has it
+    victim = _wait_for_running_trial(sqlite_url, proc)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code, out
+    assert "Traceback" not in out
+    assert f"resume with: python -m mnist_sweep run {path}" in out
+    stopped = optuna.load_study(study_name="tiny", storage=sqlite_url).trials[victim.number]
+    assert stopped.state.name == "FAIL" and stopped.user_attrs["fail_reason"].startswith("interrupted")
+    assert "RUNNING" not in _states(sqlite_url)
+
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    states = _states(sqlite_url)
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 1 and "RUNNING" not in states
+
+
+def _run_jobs(path: Path, url: str, jobs: int, timeout: float = 600) -> str:
+    proc = _start(["run", str(path), "--storage", url, "--jobs", str(jobs)])
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    assert "database is locked" not in out and "Traceback" not in out
+    return out
+
+
+def _check_exact(url: str, trials: int, jobs: int, out: str) -> None:
+    study = optuna.load_study(study_name="tiny", storage=url)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == trials  # not one more: the target is shared
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)  # none lost, none RUNNING
+    assert len({t.number for t in done}) == trials
+    workers = {line.split("]", 1)[0] for line in out.splitlines() if line.startswith("[w")}
+    assert len(workers) == jobs  # every worker took part
+
+
+#: A sweep of sub-second trials for the parallel tests.
+QUICK_TRIAL_SPACE = {"hidden_layers": {"low": 0, "high": 1}, "units": 16, "dropout": 0.0,
+                     "optimizer": ["sgd", "adam"], "batch_size": 256, "epochs": 1,
+                     "learning_rate": {"low": 1e-3, "high": 1e-1, "log": True}}
+
+
+def test_two_local_workers_share_one_sqlite_study_exactly(write_sweep, sqlite_url: str) -> None:
+    path = write_sweep(trials=8, space=QUICK_TRIAL_SPACE, data={"validation_size": 500, "train_size": 1000})
+    out = _run_jobs(path, sqlite_url, jobs=2)
+    _check_exact(sqlite_url, 8, 2, out)
+
+
+@pytest.mark.slow
+def test_four_workers_finish_a_hundred_trials_on_sqlite(write_sweep, sqlite_url: str) -> None:
+    path = write_sweep(trials=100, space=QUICK_TRIAL_SPACE, data={"validation_size": 500, "train_size": 1000})
+    out = _run_jobs(path, sqlite_url, jobs=4, timeout=1800)
+    _check_exact(sqlite_url, 100, 4, out)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the machine's PostgreSQL server, dropped afterwards."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("psycopg not installed (pip install -e '.[postgres]')")
+    admin = sqlalchemy.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    name = f"mnist_sweep_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sqlalchemy.exc.OperationalError as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL server at {PG_SERVER}: {err}")
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+def test_two_workers_share_one_postgresql_study(write_sweep, postgres_url: str) -> None:
+    path = write_sweep(trials=6, space=QUICK_TRIAL_SPACE, data={"validation_size": 500, "train_size": 1000})
+    out = _run_jobs(path, postgres_url, jobs=2)
+    _check_exact(postgres_url, 6, 2, out)
+
+
+def test_unreachable_storage_fails_fast_with_one_line(write_sweep, capsys) -> None:
+    start = time.monotonic()
+    code = main(["run", str(write_sweep()), "--storage", "postgresql://postgres@127.0.0.1:1/nowhere"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - start < 30
+    assert err.count("\n") == 1 and "cannot open storage" in err and "127.0.0.1:1" in err
