@@ -300,7 +300,7 @@ def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
     return len(done) / span * 3600, overhead
 
 
-def bench_parallel(n_trials: int = 16) -> dict[str, Any]:
+def bench_parallel(n_trials: int = 48) -> dict[str, Any]:
     """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

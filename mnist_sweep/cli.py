@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_jobs(args, path, sweep, storage, study_name, dataset.describe())
     print(f"sweep {path}: study '{study_name}' in {redact(storage)}, target {sweep.trials} trials; "
           f"data {dataset.describe()}", flush=True)
+    _freeze_long_lived_objects()
     running: dict[str, Any] = {}
     start = time.monotonic()
     stop = getattr(args, "stop", None)
@@ -143,6 +144,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     _print_summary(study, time.monotonic() - start)
     return EXIT_OK
+
+
+def _freeze_long_lived_objects() -> None:
+    """Move what lives for the whole run (modules, the dataset) out of the garbage collector's
+    sight: each trial's ``gc.collect`` (Keras's ``clear_session``) then scans only the last
+    model's objects. Measured on 16 quick trials: 0.38 -> 0.28 s per trial outside ``fit``."""
+    import gc
+
+    import keras  # noqa: F401 - it imports its backend (JAX or TensorFlow): long-lived too
+
+    gc.collect()
+    gc.freeze()
 
 
 def _worker_index(args: argparse.Namespace) -> int:

@@ -120,7 +120,7 @@ class Objective:
         fresh_keras(self.sweep.seed + trial.number)
         model = build_model(
             params,
-            steps_per_epoch=math.ceil(len(ds.x_train) / batch_size),
+            steps_per_epoch=max(1, len(ds.x_train) // batch_size),  # fit drops the partial batch
             steps_per_execution=self.sweep.training.steps_per_execution,
         )
         trial.set_user_attr("n_params", int(model.count_params()))
@@ -135,7 +135,7 @@ class Objective:
 
         fit_start = time.perf_counter()
         result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
-                     batch_size=batch_size, epochs=epochs, on_epoch=report)
+                     batch_size=batch_size, epochs=epochs, on_epoch=report, drop_remainder=True)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - fit_start, 4))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
