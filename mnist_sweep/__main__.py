@@ -1,3 +1,3 @@
-from mnist_sweep.cli import main
+from mnist_sweep.cli import entry
 
-raise SystemExit(main())
+entry()
