@@ -32,12 +32,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mnist_sweep.anytime import Crossing, best_so_far, first_crossing, first_reach
 from mnist_sweep.model import TUTORIAL_MODELS, layer_widths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,48 +159,6 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
         "epoch_vs_flop_bound": round(ours / bound, 3),
         "epoch_s_by_batch": table,
     }
-
-
-@dataclass(frozen=True)
-class Crossing:
-    """When a study first reached a validation accuracy threshold."""
-
-    epochs: int | None  # epochs trained by then, over all trials
-    seconds: float | None  # wall time since the study's first trial started
-    trials: int
-
-
-def _epoch_times(trial: Any, start: Any) -> list[tuple[float, int, float]]:
-    """(seconds since ``start``, epoch, validation accuracy) for each epoch a trial reported.
-
-    An epoch's time is the trial's start, plus its time before ``fit`` (duration minus the
-    epochs' seconds), plus the seconds of the epochs up to and including it.
-    """
-    seconds = trial.user_attrs.get("epoch_seconds") or []
-    if not seconds:  # interrupted mid-fit: its epochs' times were never stored, so they cannot be placed
-        return []
-    offset = (trial.datetime_start - start).total_seconds()
-    if trial.duration is not None and seconds:
-        offset += max(0.0, trial.duration.total_seconds() - sum(seconds))
-    return [(offset + sum(seconds[:step]), step, value) for step, value in sorted(trial.intermediate_values.items())]
-
-
-def first_crossing(trials: Sequence[Any], threshold: float) -> Crossing:
-    """Epochs and seconds until a sequential study's per-epoch validation accuracy first reached ``threshold``.
-
-    ``trials`` are finished Optuna trials with ``epoch_seconds`` user attributes.
-    """
-    if not trials:
-        return Crossing(None, None, 0)
-    ordered = sorted(trials, key=lambda t: t.datetime_start)
-    start, epochs = ordered[0].datetime_start, 0
-    for count, trial in enumerate(ordered, start=1):
-        points = _epoch_times(trial, start)
-        hit = next((p for p in points if p[2] >= threshold), None)
-        if hit is not None:
-            return Crossing(epochs + hit[1], hit[0], count)
-        epochs += len(points)
-    return Crossing(None, None, len(ordered))
 
 
 def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
@@ -340,31 +298,16 @@ def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, A
         wall = time.monotonic() - started
         study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
         trials = [t for t in study.trials if t.intermediate_values]
-        curve = _best_so_far(trials, origin=launched)
-    within = [v for s, v in curve if s <= seconds]
-    first_980 = next((s for s, v in curve if v >= 0.980), None)
+        curve = best_so_far(trials, origin=launched)
+    within = [p.value for p in curve if p.seconds <= seconds]
+    first_980 = first_reach(curve, 0.980)
     return {
         "default_time_to_val_0980_s": round(first_980, 1) if first_980 is not None else None,
         "default_best_val_15min": round(max(within), 4) if within else None,
         "default_trials_15min": len(trials),
         "default_wall_s": round(wall),
-        "default_curve": [[round(s, 1), round(v, 4)] for s, v in curve],
+        "default_curve": [[round(p.seconds, 1), round(p.value, 4)] for p in curve],
     }
-
-
-def _best_so_far(trials: Sequence[Any], origin: Any = None) -> list[tuple[float, float]]:
-    """(seconds since ``origin`` (default: the first trial's start), best validation accuracy so far)
-    at each improvement."""
-    if not trials:
-        return []
-    start = origin if origin is not None else min(t.datetime_start for t in trials)
-    points = sorted((when, value) for t in trials for when, _, value in _epoch_times(t, start))
-    curve, best = [], -1.0
-    for when, value in points:
-        if value > best:
-            best = value
-            curve.append((when, value))
-    return curve
 
 
 def run_bench(fast: bool = True, parts: Sequence[str] = ("throughput", "pruning", "parallel", "anytime"),

@@ -8,6 +8,7 @@ its metrics), then one section per figure, each with a stable id:
 - ``axes``: validation accuracy against each searched axis (scatter, or box + points per choice);
 - ``parallel``: parallel coordinates from config to accuracy;
 - ``history``: optimisation history with the best-so-far line;
+- ``anytime``: the best validation accuracy against wall time (what a stop at any moment leaves);
 - ``importance``: parameter importances (a note instead when they cannot be estimated);
 - ``curves``: accuracy and loss per epoch, train and validation, of the best trials;
 - ``cost``: accuracy against parameter count and seconds per epoch;
@@ -40,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
+from mnist_sweep.anytime import best_so_far, curve_origin, first_reach
 from mnist_sweep.errors import InputError
 from mnist_sweep.study import DONE_STATES, count_states, load_existing
 from mnist_sweep.tables import trial_score, trials_frame
@@ -50,23 +52,28 @@ SECTIONS: dict[str, str] = {
     "axes": "Validation accuracy against each searched axis",
     "parallel": "Parallel coordinates: config to validation accuracy",
     "history": "Optimisation history",
+    "anytime": "Best validation accuracy against wall time",
     "importance": "Parameter importances",
     "curves": "Learning curves of the best trials",
     "cost": "Accuracy against model size and epoch time",
     "trials": "All trials",
 }
-FIGURE_SECTIONS = ("axes", "parallel", "history", "importance", "curves", "cost")
+FIGURE_SECTIONS = ("axes", "parallel", "history", "anytime", "importance", "curves", "cost")
 _CAPTIONS = {
     "axes": "One point per trial: blue dots COMPLETE, orange crosses PRUNED at their best epoch; "
             "boxes show the spread of COMPLETE trials per choice. Only axes that vary are shown.",
     "parallel": "COMPLETE trials, one line each, coloured by validation accuracy; drag along an axis to filter.",
     "history": "Validation accuracy by trial number, the best so far as a line; PRUNED trials at their best epoch.",
+    "anytime": "The best validation accuracy the study had reached at each moment since its first trial started, "
+               "epoch by epoch, over all workers: what stopping the sweep then would have left. A resumed "
+               "study's pauses count as time.",
     "importance": "How much each searched axis explains the validation accuracy of COMPLETE trials "
                   "(Optuna's default importance evaluator).",
     "curves": "Per-epoch accuracy and loss of the best trials: solid lines validation, dotted lines train.",
     "cost": "Validation accuracy against the model's parameter count and its median seconds per epoch.",
 }
 CURVE_TRIALS = 5
+ANYTIME_THRESHOLDS = (0.95, 0.98, 0.985, 0.99)
 
 _STYLE = {
     TrialState.COMPLETE: {"color": "#1f77b4", "symbol": "circle", "size": 8, "opacity": 0.85},
@@ -130,6 +137,7 @@ def write_report(study: optuna.Study, path: str | Path | None = None, metrics: s
         "axes": _axes_figure(trials, searched),
         "parallel": _parallel_figure(study, trials, searched),
         "history": _history_figure(study, trials),
+        "anytime": _anytime_figure(trials),
         "importance": _importance_figure(study, trials),
         "curves": _curves_figure(trials),
         "cost": _cost_figure(trials),
@@ -311,6 +319,28 @@ def _history_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go.Fi
                                  marker=_marker(TrialState.PRUNED), name=_label(TrialState.PRUNED),
                                  hovertemplate="trial %{x}<br>best epoch %{y:.4f}<extra>PRUNED</extra>"))
     fig.update_layout(title=None, height=420)
+    return fig
+
+
+def _anytime_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
+    origin = curve_origin(trials)
+    curve = best_so_far(trials, origin)
+    if origin is None or not curve:
+        return "No trial recorded its epochs' seconds, so none can be placed in time."
+    last = max((t.datetime_complete for t in trials if t.datetime_complete is not None), default=origin)
+    end = max(curve[-1].seconds, (last - origin).total_seconds())  # the line runs on to the study's last trial
+    xs = [p.seconds / 60 for p in curve] + [end / 60]
+    ys = [p.value for p in curve] + [curve[-1].value]
+    fig = go.Figure(go.Scatter(
+        x=xs, y=ys, mode="lines+markers", line={"shape": "hv", "color": _PALETTE[0]},
+        marker={"size": [7] * len(curve) + [0]}, name="best so far",
+        customdata=[[p.trial, p.epoch] for p in curve] + [[curve[-1].trial, curve[-1].epoch]],
+        hovertemplate="%{x:.1f} min: %{y:.4f}<br>trial %{customdata[0]}, epoch %{customdata[1]}<extra></extra>"))
+    reached = [f"{threshold:.3f} after {seconds:.0f} s" for threshold in ANYTIME_THRESHOLDS
+               if (seconds := first_reach(curve, threshold)) is not None]
+    fig.update_layout(
+        xaxis_title="minutes since the first trial started", yaxis_title="best val accuracy so far", height=400,
+        title={"text": "reached " + ", ".join(reached) if reached else "", "font": {"size": 13}, "x": 0.01})
     return fig
 
 
