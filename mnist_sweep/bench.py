@@ -131,8 +131,14 @@ def _log(message: str) -> None:
 
 
 def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128, 32, 512),
-                     epochs: int = 3) -> dict[str, Any]:
-    """Seconds per epoch, tutorial path vs ours, per backend and batch size, and the FLOP bound."""
+                     epochs: int = 4, rounds: int = 2) -> dict[str, Any]:
+    """Seconds per epoch, tutorial path vs ours, per backend and batch size, and the FLOP bound.
+
+    Each figure is the fastest epoch over ``rounds`` fresh processes per path, the paths
+    interleaved (tutorial, ours, tutorial, ours, ...): on a shared machine whose speed drifts by
+    tens of percent from one minute to the next, a single probe per path compares two moments,
+    not two code paths.
+    """
     from mnist_sweep.model import resolve_backend
 
     default_backend = resolve_backend("auto")
@@ -141,9 +147,12 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
     bound = flop_bound_epoch_s(params, 48000, 12000, gflops)
     table: dict[str, dict[str, float]] = {}
     for batch in batch_sizes:
-        row = {"tutorial_tensorflow": _probe("tutorial", "tensorflow", batch, epochs)}
-        for backend in backends:
-            row[f"ours_{backend}"] = _probe("ours", backend, batch, epochs)
+        paths = [("tutorial_tensorflow", "tutorial", "tensorflow")]
+        paths += [(f"ours_{backend}", "ours", backend) for backend in backends]
+        row: dict[str, float] = {}
+        for _ in range(rounds):
+            for key, path, backend in paths:
+                row[key] = min(row.get(key, math.inf), _probe(path, backend, batch, epochs))
         table[str(batch)] = row
         _log(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
     tutorial = table["128"]["tutorial_tensorflow"]
@@ -267,16 +276,29 @@ def bench_parallel(n_trials: int = 48) -> dict[str, Any]:
         for jobs in (1, 2):
             storage = f"sqlite:///{tmp}/jobs{jobs}.db"
             cmd = [sys.executable, "-m", "mnist_sweep", "run", str(sweep), "--storage", storage, "--jobs", str(jobs)]
+            cpu_before, wall_before = _children_cpu_seconds(), time.monotonic()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            cores = (_children_cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
             if proc.returncode != 0:
                 raise RuntimeError(f"run --jobs {jobs} failed: {proc.stderr.strip().splitlines()[-1:]}")
             rate, overhead = _trials_per_hour(storage, "parallel")
-            out[f"trials_per_hour_{jobs}_worker{'s' if jobs > 1 else ''}"] = round(rate)
+            suffix = f"{jobs}_worker{'s' if jobs > 1 else ''}"
+            out[f"trials_per_hour_{suffix}"] = round(rate)
+            out[f"cores_busy_{suffix}"] = round(cores, 2)
             if jobs == 1:
                 out["overhead_s_per_trial"] = round(overhead, 3)
-            _log(f"{jobs} worker(s): {rate:.0f} trials/hour, overhead {overhead:.3f}s/trial")
+            _log(f"{jobs} worker(s): {rate:.0f} trials/hour, overhead {overhead:.3f}s/trial, "
+                 f"{cores:.2f} cores busy (CPU seconds / wall seconds of the run)")
     out["two_worker_scaling"] = round(out["trials_per_hour_2_workers"] / out["trials_per_hour_1_worker"], 3)
     return out
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (and theirs)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, Any]:
@@ -341,7 +363,8 @@ def format_table(results: Mapping[str, Any]) -> str:
         else:
             lines.append(f"{key:32} {'n/a':>10}  {op} {target:<6.4g} not measured")
     for key in ("tutorial_epoch_s", "epoch_s", "flop_bound_epoch_s", "sgemm_gflops", "peak_sgemm_gflops",
-                "trials_per_hour_1_worker", "trials_per_hour_2_workers", "pruned_epochs", "unpruned_epochs",
+                "trials_per_hour_1_worker", "trials_per_hour_2_workers", "cores_busy_1_worker",
+                "cores_busy_2_workers", "pruned_epochs", "unpruned_epochs",
                 "bench_seconds"):
         if key in results:
             lines.append(f"{key:32} {results[key]!s:>10}")
