@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -176,3 +178,13 @@ def test_memory_stays_flat_over_many_trials(tiny_dataset, tmp_path: Path) -> Non
     warm, last = rss[7], rss[-1]  # after the first trials every shape and kernel has been seen
     print(f"RSS after trial 8: {warm:.0f} MiB, after trial 24: {last:.0f} MiB")
     assert last - warm < MEMORY_GROWTH_MIB, rss
+
+
+def test_jax_keeps_compiled_steps_for_the_next_trials(write_sweep, sqlite_url: str, tmp_path: Path) -> None:
+    pytest.importorskip("jax")  # the dev extra installs it, so CI runs this
+    cache = tmp_path / "xla"
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-m", "mnist_sweep", "run", str(write_sweep(trials=1)),
+                           "--storage", sqlite_url], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cache.is_dir() and any(name.name.endswith("-cache") for name in cache.iterdir())
