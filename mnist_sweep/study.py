@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections import Counter
@@ -267,7 +268,8 @@ def run_sweep(
     dataset = dataset if dataset is not None else load_dataset(sweep.data)
     rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
     study = open_study(sweep, rdb, study_name, worker)
-    optuna.storages.fail_stale_trials(study)  # Optuna reaps only when a trial starts; reap at start-up too
+    grace = (sweep.heartbeat.grace_period or 3 * sweep.heartbeat.interval) if heartbeat else None
+    reap_dead_trials(study, rdb, grace)  # Optuna reaps only when a trial starts; reap at start-up too
     objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start, should_stop=should_stop)
     callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     started = time.monotonic()
@@ -287,10 +289,57 @@ def run_sweep(
             if not heartbeat:
                 break
             time.sleep(min(2.0, sweep.heartbeat.interval))  # others are finishing the target; a failure
-            optuna.storages.fail_stale_trials(study)  # there (or a dead worker's trial) is ours to replace
+            reap_dead_trials(study, rdb, grace)  # there (or a dead worker's trial) is ours to replace
             continue
         before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         failed_here += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
-    optuna.storages.fail_stale_trials(study)
+    reap_dead_trials(study, rdb, grace)
     return study
+
+
+def reap_dead_trials(study: optuna.Study, rdb: optuna.storages.RDBStorage, grace_period: float | None) -> list[int]:
+    """Fail the RUNNING trials of dead workers; returns the numbers of the trials failed here.
+
+    Optuna's ``fail_stale_trials`` fails (and retries) trials whose last heartbeat is older than
+    the grace period, but skips trials that never recorded one. A worker killed between creating
+    its trial and its first heartbeat (a fraction of a second) would so leave a trial RUNNING
+    forever, and a run waiting for the last trials of its target would wait forever. Every
+    mnist_sweep worker records a heartbeat as its trial starts, so a RUNNING trial without any,
+    started more than ``grace_period`` seconds ago, is dead: it is failed too, and its config is
+    queued again if it was an enqueued one. ``grace_period`` None (no heartbeats) does nothing.
+    """
+    if grace_period is None:
+        return []
+    optuna.storages.fail_stale_trials(study)
+    utc_now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # Optuna 5 stores UTC
+    started_before = utc_now - datetime.timedelta(seconds=grace_period)
+    failed = []
+    for trial_id in _running_without_heartbeat(rdb, study._study_id, started_before):
+        trial = rdb.get_trial(trial_id)
+        try:
+            rdb.set_trial_user_attr(trial_id, "fail_reason", "worker died before its first heartbeat")
+            rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it first
+            continue
+        failed.append(trial.number)
+        if trial.system_attrs.get("fixed_params"):
+            study.enqueue_trial(trial.system_attrs["fixed_params"])
+    return failed
+
+
+def _running_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int,
+                               started_before: datetime.datetime) -> list[int]:
+    import sqlalchemy.orm
+    from optuna.storages._rdb import models
+
+    with sqlalchemy.orm.Session(rdb.engine) as session:
+        rows = (session.query(models.TrialModel.trial_id)
+                .outerjoin(models.TrialHeartbeatModel,
+                           models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == TrialState.RUNNING,
+                        models.TrialModel._datetime_start_utc < started_before,
+                        models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all())
+    return [row[0] for row in rows]

@@ -79,6 +79,23 @@ def test_kill_9_mid_trial_then_run_again_finishes_exactly(write_sweep, sqlite_ur
     assert len(retries) == 1 and retries[0].params == dead.params  # the dead config was run again
 
 
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_not_waited_for(write_sweep, sqlite_url: str) -> None:
+    # A worker killed between creating its trial and its first heartbeat leaves a RUNNING trial
+    # with no heartbeat at all, which Optuna's fail_stale_trials skips: the next run, one trial
+    # short of its target, must fail it after the grace period instead of waiting for it forever.
+    path = write_sweep(trials=1, heartbeat={"interval": 1, "grace_period": 2})
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    orphan = optuna.load_study(study_name="tiny", storage=sqlite_url).ask()  # RUNNING, never a heartbeat
+    time.sleep(2.5)
+    proc = _start(["run", str(path), "--storage", sqlite_url, "--trials", "2"])
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    states = _states(sqlite_url)
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 2 and "RUNNING" not in states
+    dead = optuna.load_study(study_name="tiny", storage=sqlite_url).trials[orphan.number]
+    assert dead.state.name == "FAIL" and dead.user_attrs["fail_reason"] == "worker died before its first heartbeat"
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_signal_mid_trial_fails_it_cleanly_and_resume_finishes(
     write_sweep, sqlite_url: str, signum: int, code: int
