@@ -268,8 +268,7 @@ def run_sweep(
     dataset = dataset if dataset is not None else load_dataset(sweep.data)
     rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
     study = open_study(sweep, rdb, study_name, worker)
-    grace = (sweep.heartbeat.grace_period or 3 * sweep.heartbeat.interval) if heartbeat else None
-    reap_dead_trials(study, rdb, grace)  # Optuna reaps only when a trial starts; reap at start-up too
+    reap_dead_trials(study, rdb)  # Optuna reaps only when a trial starts; reap at start-up too
     objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start, should_stop=should_stop)
     callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     started = time.monotonic()
@@ -289,16 +288,16 @@ def run_sweep(
             if not heartbeat:
                 break
             time.sleep(min(2.0, sweep.heartbeat.interval))  # others are finishing the target; a failure
-            reap_dead_trials(study, rdb, grace)  # there (or a dead worker's trial) is ours to replace
+            reap_dead_trials(study, rdb)  # there (or a dead worker's trial) is ours to replace
             continue
         before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
         failed_here += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
-    reap_dead_trials(study, rdb, grace)
+    reap_dead_trials(study, rdb)
     return study
 
 
-def reap_dead_trials(study: optuna.Study, rdb: optuna.storages.RDBStorage, grace_period: float | None) -> list[int]:
+def reap_dead_trials(study: optuna.Study, rdb: optuna.storages.RDBStorage) -> list[int]:
     """Fail the RUNNING trials of dead workers; returns the numbers of the trials failed here.
 
     Optuna's ``fail_stale_trials`` fails (and retries) trials whose last heartbeat is older than
@@ -306,20 +305,20 @@ def reap_dead_trials(study: optuna.Study, rdb: optuna.storages.RDBStorage, grace
     its trial and its first heartbeat (a fraction of a second) would so leave a trial RUNNING
     forever, and a run waiting for the last trials of its target would wait forever. Every
     mnist_sweep worker records a heartbeat as its trial starts, so a RUNNING trial without any,
-    started more than ``grace_period`` seconds ago, is dead: it is failed too, and its config is
-    queued again if it was an enqueued one. ``grace_period`` None (no heartbeats) does nothing.
+    started more than the storage's grace period ago, is dead: it is failed too, and its config
+    is queued again if it was an enqueued one. A storage without heartbeats does nothing.
     """
-    if grace_period is None:
+    if rdb.heartbeat_interval is None:
         return []
     optuna.storages.fail_stale_trials(study)
     utc_now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # Optuna 5 stores UTC
-    started_before = utc_now - datetime.timedelta(seconds=grace_period)
-    failed = []
+    started_before = utc_now - datetime.timedelta(seconds=rdb.grace_period or 2 * rdb.heartbeat_interval)
+    storage, failed = study._storage, []
     for trial_id in _running_without_heartbeat(rdb, study._study_id, started_before):
-        trial = rdb.get_trial(trial_id)
+        trial = storage.get_trial(trial_id)
         try:
-            rdb.set_trial_user_attr(trial_id, "fail_reason", "worker died before its first heartbeat")
-            rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+            storage.set_trial_user_attr(trial_id, "fail_reason", "worker died before its first heartbeat")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it first
             continue
         failed.append(trial.number)
