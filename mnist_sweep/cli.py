@@ -46,6 +46,14 @@ class _StopSignals:
     def received(self) -> bool:
         return self.signum is not None
 
+    def unraisable(self, report: Any) -> None:
+        """``sys.unraisablehook``: our stop landed in a finalizer (e.g. a weakref callback during a
+        garbage collection), where Python can only print it with a traceback. It is remembered
+        and acted on at the next epoch or trial, so it needs no traceback; others are printed."""
+        if self.signum is not None and isinstance(report.exc_value, KeyboardInterrupt):
+            return
+        sys.__unraisablehook__(report)
+
     def exception(self) -> KeyboardInterrupt:
         return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
@@ -545,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT stays ignored
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, stop)
+    previous_unraisable, sys.unraisablehook = sys.unraisablehook, stop.unraisable
     try:
         return args.handler(args)
     except InputError as err:
@@ -555,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     finally:
+        sys.unraisablehook = previous_unraisable
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

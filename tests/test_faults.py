@@ -196,3 +196,29 @@ def test_unreachable_storage_fails_fast_with_one_line(write_sweep, capsys) -> No
     err = capsys.readouterr().err
     assert code == 2 and time.monotonic() - start < 30
     assert err.count("\n") == 1 and "cannot open storage" in err and "127.0.0.1:1" in err
+
+
+def test_a_stop_swallowed_by_a_finalizer_prints_no_traceback(capsys) -> None:
+    # Ctrl-C can land in a weakref callback during garbage collection; Python then prints the
+    # KeyboardInterrupt with a traceback and drops it. The stop is remembered and acted on at the
+    # next epoch, so that report is noise; any other unraisable exception is still printed.
+    from mnist_sweep.cli import _StopSignals
+
+    class Finalizer:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    reports = []
+    previous, sys.unraisablehook = sys.unraisablehook, reports.append
+    try:
+        Finalizer()  # a real unraisable KeyboardInterrupt, as Python reports it
+    finally:
+        sys.unraisablehook = previous
+    (report,) = reports
+
+    stop = _StopSignals()
+    stop.unraisable(report)  # no signal received: not ours, printed
+    assert "KeyboardInterrupt" in capsys.readouterr().err
+    stop.signum = signal.SIGINT
+    stop.unraisable(report)
+    assert capsys.readouterr().err == ""
