@@ -31,7 +31,7 @@ import optuna
 
 from mnist_sweep.config import Axis, SearchSpace, SweepConfig
 from mnist_sweep.data import Dataset
-from mnist_sweep.model import build_model
+from mnist_sweep.model import build_model, count_params
 from mnist_sweep.training import fit, fresh_keras
 
 INT_AXES = {"hidden_layers", "units", "batch_size", "epochs"}
@@ -123,7 +123,7 @@ class Objective:
             steps_per_epoch=max(1, len(ds.x_train) // batch_size),  # fit drops the partial batch
             steps_per_execution=self.sweep.training.steps_per_execution,
         )
-        trial.set_user_attr("n_params", int(model.count_params()))
+        trial.set_user_attr("n_params", count_params(model))
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if self.should_stop is not None and self.should_stop():

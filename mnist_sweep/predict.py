@@ -65,6 +65,8 @@ def load_model(path: str | Path) -> Any:
         raise InputError(f"{path}: no such model file")
     import keras
 
+    import mnist_sweep.layers  # noqa: F401 - registers the custom layers the saved model names
+
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - zip, h5py and deserialisation errors all mean "cannot load"

@@ -93,7 +93,7 @@ def train(
     if model_path.suffix != ".keras":
         raise InputError(f"{model_path}: the model file must end in .keras (Keras 3's format)")
 
-    from mnist_sweep.model import build_model, use_backend
+    from mnist_sweep.model import build_model, count_params, use_backend
 
     backend = use_backend(sweep.training.backend)
     dataset = load_dataset(sweep.data, source=data).merge_validation()
@@ -124,7 +124,7 @@ def train(
         "seconds": round(seconds, 3),
         "seconds_per_epoch": [round(s, 4) for s in fitted.epoch_seconds],
         "seed": seed,
-        "n_params": int(model.count_params()),
+        "n_params": count_params(model),
         "backend": backend,
         "versions": _versions(),
         "data": _describe_data(dataset, sweep, data),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_sweep.model import KERAS_DEFAULT_LR, TUTORIAL_MODELS, build_model, layer_widths
+from mnist_sweep.model import KERAS_DEFAULT_LR, TUTORIAL_MODELS, build_model, count_params, layer_widths
 
 
 def _dense_units(model) -> list[int]:
@@ -23,8 +23,8 @@ def _dense_units(model) -> list[int]:
 def test_tutorial_models(index: int, dense: list[int], n_params: int) -> None:
     model = build_model(TUTORIAL_MODELS[index])
     assert _dense_units(model) == dense
-    assert model.count_params() == n_params
-    dropouts = [layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"]
+    assert count_params(model) == n_params
+    dropouts = [layer.rate for layer in model.layers if layer.__class__.__name__ == "VariableDropout"]
     assert dropouts == ([0.3, 0.3] if TUTORIAL_MODELS[index]["dropout"] else [])
     assert model.layers[-1].activation.__name__ == "softmax"
 
@@ -46,7 +46,7 @@ def test_extra_axes_change_the_model() -> None:
                          "activation": "gelu", "weight_decay": 1e-4, "optimizer": "adamw",
                          "lr_schedule": "cosine", "epochs": 3}, steps_per_epoch=10)
     kinds = [layer.__class__.__name__ for layer in model.layers]
-    assert kinds[0] == "Dropout" and kinds.count("BatchNormalization") == 2
+    assert kinds[0] == "VariableDropout" and kinds.count("BatchNormalization") == 2
     assert model.optimizer.weight_decay == pytest.approx(1e-4)
     # cosine decay reaches zero after epochs * steps_per_epoch steps
     schedule = model.optimizer._learning_rate

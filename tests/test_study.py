@@ -92,3 +92,23 @@ def test_schema_command_writes_the_shipped_schema(tmp_path) -> None:
 
     assert main(["schema", "-o", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == sweep_json_schema()
+
+
+def test_sqlite_studies_use_write_ahead_logging(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "wal.db"
+    storage = open_storage(f"sqlite:///{path}")
+    optuna.create_study(storage=storage, study_name="wal").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with sqlite3.connect(path) as plain:  # the mode is stored in the file: any reader sees it
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert len(optuna.load_study(study_name="wal", storage=f"sqlite:///{path}").trials) == 2
+
+
+def test_in_memory_sqlite_storage_keeps_its_tables() -> None:
+    storage = open_storage("sqlite:///:memory:")
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert len(study.trials) == 1

@@ -1,0 +1,96 @@
+"""Keras pieces whose values are data, not code, so that XLA compiles one program for many trials.
+
+On the JAX backend a trial's training step is compiled by XLA (about a second on this machine's
+2 cores), and the compiled program is reused, in this process and through JAX's persistent
+compilation cache, by every later trial whose program is the same. Keras bakes a ``Dropout``
+rate into the program as a constant, so trials that differ only in dropout compiled anew each
+time; and Keras's weight initializers are small jitted functions compiled once per weight shape
+(about 0.6 s each, per process). Here:
+
+- :class:`VariableDropout` keeps its rate in a non-trainable weight: the rate reaches the
+  compiled step as an input, and trials of one structure share one program;
+- :class:`NumpyGlorotUniform` draws initial weights with NumPy (the same distribution as Keras's
+  default ``glorot_uniform``), so building a model compiles nothing.
+
+Both are registered Keras serializables: a saved model loads once this module is imported.
+Import this module only after the backend is chosen (:func:`mnist_sweep.model.use_backend`).
+
+Example:
+    >>> layer = VariableDropout(0.3)
+    >>> float(layer.rate)
+    0.3
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="mnist_sweep")
+class VariableDropout(keras.layers.Layer):
+    """Inverted dropout at ``rate`` during training, identity at inference; the rate is a weight.
+
+    Args:
+        rate: fraction of inputs zeroed during training, in [0, 1).
+        seed: seed of the dropout masks; ``None`` draws from Keras's global seed generator.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def build(self, input_shape: Any) -> None:
+        self._rate = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.rate),
+                                     trainable=False, name="rate")
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training:
+            return inputs
+        keep = 1.0 - keras.ops.cast(self._rate, inputs.dtype)
+        noise = keras.random.uniform(keras.ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
+        return keras.ops.where(noise < keep, inputs / keep, keras.ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mnist_sweep")
+class NumpyGlorotUniform(keras.initializers.Initializer):
+    """Glorot (Xavier) uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)), drawn by NumPy.
+
+    Args:
+        seed: seed of the draw; ``None`` takes one from NumPy's global generator (which
+            :func:`mnist_sweep.training.fresh_keras` seeds), so a seeded build is reproducible.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+
+    def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
+        fan_in, fan_out = _fans(tuple(shape))
+        limit = np.sqrt(6.0 / max(1.0, fan_in + fan_out))
+        values = np.random.default_rng(self.seed).uniform(-limit, limit, size=tuple(shape))
+        return values.astype(keras.backend.standardize_dtype(dtype or keras.config.floatx()))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
+    if len(shape) == 0:
+        return 1.0, 1.0
+    if len(shape) == 1:
+        return float(shape[0]), float(shape[0])
+    receptive = float(np.prod(shape[:-2])) if len(shape) > 2 else 1.0
+    return shape[-2] * receptive, shape[-1] * receptive
