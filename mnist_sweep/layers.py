@@ -55,7 +55,10 @@ class VariableDropout(keras.layers.Layer):
         if not training:
             return inputs
         keep = 1.0 - keras.ops.cast(self._rate, inputs.dtype)
-        noise = keras.random.uniform(keras.ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
+        if keras.backend.backend() == "jax":
+            noise = _hash_uniform(self.seed_generator.next(), inputs.shape, inputs.dtype)
+        else:
+            noise = keras.random.uniform(keras.ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
         return keras.ops.where(noise < keep, inputs / keep, keras.ops.zeros_like(inputs))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -85,6 +88,37 @@ class NumpyGlorotUniform(keras.initializers.Initializer):
 
     def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
+
+
+def _lowbias32(x: Any) -> Any:
+    """A 32-bit integer hash with full avalanche (Wellons' lowbias32); ``x`` is uint32, arithmetic wraps."""
+    import jax.numpy as jnp
+
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _hash_uniform(seed: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Uniform [0, 1) noise of ``shape`` from a 2-word seed: each element's index hashed twice with the
+    seed's words (a counter-based generator, like Philox or Threefry, with far fewer rounds).
+
+    Why: Keras's JAX dropout draws Threefry-2x32 bits, 20 rounds per pair of words; XLA compiles that
+    into large fused loops (about a second of compilation per new model here) and running it cost
+    about as much as the matrix products of the quick sweep's models. Dropout needs independent
+    masks, not cryptographic streams: two rounds of a full-avalanche hash pass the tests in
+    ``tests/test_layers.py`` (rate, independence between elements and between steps).
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    seed = jnp.asarray(seed).astype(jnp.uint32)
+    count = int(np.prod(shape))
+    index = lax.iota(jnp.uint32, count)
+    bits = _lowbias32(_lowbias32(index ^ _lowbias32(seed[0] + jnp.uint32(0x9E3779B9))) + _lowbias32(seed[1]))
+    return ((bits >> 8).astype(dtype) * (1.0 / (1 << 24))).reshape(shape)
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[float, float]:

@@ -65,3 +65,21 @@ def test_a_saved_model_with_these_layers_loads_and_predicts_the_same(tmp_path) -
     x = np.random.default_rng(0).random((5, 784), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     assert [layer.rate for layer in loaded.layers if hasattr(layer, "rate")] == pytest.approx([0.1, 0.4])
+
+
+def test_dropout_masks_are_independent_across_elements_and_steps() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import VariableDropout
+
+    layer = VariableDropout(0.5, seed=7)
+    x = np.ones((256, 512), dtype="float32")
+    first, second = (keras.ops.convert_to_numpy(layer(x, training=True)) != 0 for _ in range(2))
+    for mask in (first, second):
+        assert abs(mask.mean() - 0.5) < 0.01
+        # neighbours along both axes are uncorrelated (a weak generator shows stripes here)
+        assert abs(np.corrcoef(mask[:, 1:].ravel(), mask[:, :-1].ravel())[0, 1]) < 0.02
+        assert abs(np.corrcoef(mask[1:].ravel(), mask[:-1].ravel())[0, 1]) < 0.02
+    assert abs((first & second).mean() - 0.25) < 0.01  # each step draws a new mask
+    assert abs(np.corrcoef(first.sum(axis=0), second.sum(axis=0))[0, 1]) < 0.2  # no unit favoured twice
