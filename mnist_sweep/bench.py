@@ -199,9 +199,11 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
 
     from mnist_sweep.config import parse_sweep
     from mnist_sweep.data import load_dataset
+    from mnist_sweep.model import use_backend
     from mnist_sweep.objective import Objective
     from mnist_sweep.study import make_pruner, make_sampler
 
+    backend = use_backend("auto")  # the backend a user's sweep runs on, not Keras's own default
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threshold = 0.955 if fast else 0.980
     results: dict[str, list[Crossing]] = {"pruned": [], "unpruned": []}
@@ -228,7 +230,7 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
         known = [v for v in values if v is not None]
         return statistics.median(known) if len(known) == len(values) else None
 
-    out: dict[str, Any] = {"threshold": threshold, "fast": fast}
+    out: dict[str, Any] = {"threshold": threshold, "fast": fast, "pruning_backend": backend}
     for arm, crossings in results.items():
         out[f"{arm}_epochs"] = median([c.epochs for c in crossings])
         out[f"{arm}_seconds"] = median([c.seconds for c in crossings])
