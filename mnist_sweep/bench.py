@@ -348,10 +348,10 @@ def run_bench(fast: bool = True, parts: Sequence[str] = ("throughput", "pruning"
         results.update(bench_throughput(backends))
     if "parallel" in parts:
         results.update(bench_parallel())
-    if "pruning" in parts:
-        results.update(bench_pruning(fast))
     if "anytime" in parts:
         results.update(bench_anytime(anytime_seconds))
+    if "pruning" in parts:  # last: it loads Keras in this process, and forking a process with JAX loaded can hang
+        results.update(bench_pruning(fast))
     results["bench_seconds"] = round(time.monotonic() - started)
     return results
 
