@@ -184,4 +184,3 @@ def count_params(model: Any) -> int:
     from mnist_sweep.layers import VariableDropout
 
     return int(sum(layer.count_params() for layer in model.layers if not isinstance(layer, VariableDropout)))
-

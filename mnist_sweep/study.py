@@ -67,9 +67,11 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
         InputError: the storage cannot be opened or reached.
     """
     engine_kwargs: dict[str, Any] = {}
+    sqlite_file = False
     if url.startswith("sqlite:"):
         path = url.split("///", 1)[-1] if "///" in url else ""
-        if path and path != ":memory:":
+        sqlite_file = bool(path) and path != ":memory:"
+        if sqlite_file:
             if not create and not Path(path).is_file():
                 raise InputError(f"{url}: no such storage file")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
     except Exception as err:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{redact(url)}: cannot open storage ({first})") from None
-    if url.startswith("sqlite:") and ":memory:" not in url and url.rstrip("/") != "sqlite:":
+    if sqlite_file:
         _use_wal(storage)
     return storage
 
