@@ -184,25 +184,34 @@ def _worker_index(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join a sweep's study as one worker (the loop of ``run``, no spawning); any machine can run one."""
-    if args.threads:
-        from mnist_sweep.workers import limit_threads
+    from mnist_sweep.workers import limit_threads, pin_to_cpus
 
-        limit_threads(args.threads)  # before Keras (and its runtime) is imported
+    if args.cpus:  # both before Keras (and its runtime) is imported
+        pin_to_cpus(args.cpus)
+    threads = args.threads or (len(args.cpus) if args.cpus else None)
+    if threads:
+        limit_threads(threads)
     return cmd_run(args)
 
 
 def _run_jobs(args: argparse.Namespace, path: Any, sweep: Any, storage: str, study_name: str, data: str) -> int:
     """Create the study once, then run ``args.jobs`` worker processes on it and wait for them."""
     from mnist_sweep.study import DONE_STATES, open_storage, open_study, redact
-    from mnist_sweep.workers import run_workers, thread_share, worker_argv
+    from mnist_sweep.workers import cpu_shares, format_cpu_list, run_workers, thread_share, worker_argv
 
     study = open_study(sweep, open_storage(storage), study_name)  # enqueues the sweep's trials once
-    threads = thread_share(args.jobs)
+    shares = cpu_shares(args.jobs)
+    if shares:
+        split = f"on cores {' | '.join(format_cpu_list(share) for share in shares)}"
+    else:
+        split = f"x {thread_share(args.jobs)} thread(s), sharing every core"
     print(f"sweep {path}: study '{study_name}' in {redact(storage)}, target {sweep.trials} trials; "
-          f"data {data}; {args.jobs} workers x {threads} thread{'s' if threads > 1 else ''}", flush=True)
+          f"data {data}; {args.jobs} workers {split}", flush=True)
     start = time.monotonic()
     overrides = {"trials": args.trials, "timeout": args.timeout, "seed": args.seed, "data": args.data}
-    argvs = [worker_argv(str(path), study_name, threads, {**overrides, "worker_id": i}) for i in range(args.jobs)]
+    argvs = [worker_argv(str(path), study_name, len(shares[i]) if shares else thread_share(args.jobs),
+                         {**overrides, "worker_id": i}, cpus=shares[i] if shares else None)
+             for i in range(args.jobs)]
     result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": storage})
     resume = (f"python -m mnist_sweep run {args.sweep or 'default'} --study {study_name} "
               f"--storage {redact(storage)} --jobs {args.jobs}")
@@ -422,6 +431,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cpu_list(text: str) -> list[int]:
+    from mnist_sweep.workers import parse_cpu_list
+
+    try:
+        return parse_cpu_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     """The arguments ``run`` and ``worker`` share: the sweep, its study and storage, and overrides."""
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
@@ -456,7 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
         "container) with the same --storage (a PostgreSQL URL, or $MNIST_SWEEP_STORAGE) and --study."))
     _add_sweep_args(worker)
     worker.add_argument("--threads", type=_positive_int, metavar="K",
-                        help="limit this worker's compute threads to K (default: all cores)")
+                        help="limit this worker's compute threads to K (default: its cores)")
+    worker.add_argument("--cpus", type=_cpu_list, metavar="LIST",
+                        help="run this worker on these cores only, e.g. 0-3 or 0,2 (Linux; "
+                             "`run --jobs N` gives each worker its own share)")
     worker.add_argument("--worker-id", type=int, metavar="I",
                         help="offsets the sampler seed so workers propose different configs (default: "
                              "$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job, else random)")

@@ -55,8 +55,41 @@ def redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
+class ClaimingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose WAITING -> RUNNING move is one conditional ``UPDATE``.
+
+    Why: a worker takes an enqueued (WAITING) trial through ``set_trial_state_values(RUNNING)``,
+    which Optuna implements as ``SELECT ... FOR UPDATE`` then a write. SQLite ignores ``FOR
+    UPDATE`` and Python's sqlite3 runs that read outside the write transaction, so two workers
+    popping at the same moment both see WAITING and both run the trial; the slower one then dies
+    with "Cannot tell a COMPLETE trial" (4 threads claiming 100 enqueued trials: 69 claimed twice;
+    seen in ``run --jobs 2`` on the bench's 48 enqueued configs). ``UPDATE ... WHERE state =
+    'WAITING'`` is a compare-and-set on every database: one claimer changes the row, the others
+    change none and get False, as Optuna's contract says.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Any = None
+    ) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        from optuna.storages._rdb import models  # the table, with its column types (enum, datetime)
+        from sqlalchemy import update
+
+        trials = models.TrialModel.__table__
+        claim = (update(trials)
+                 .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+        with self.engine.begin() as connection:
+            if connection.execute(claim).rowcount == 1:
+                return True
+        self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # finished: raises
+        return False  # another worker took it
+
+
 def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: bool = True) -> optuna.storages.RDBStorage:
-    """An RDB storage with a generous SQLite busy timeout and, if asked, heartbeats with retries.
+    """An RDB storage with a generous SQLite busy timeout, an atomic claim of enqueued trials
+    (:class:`ClaimingRDBStorage`) and, if asked, heartbeats with retries.
 
     Args:
         url: an SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``).
@@ -90,7 +123,7 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
             ),
         }
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = ClaimingRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except ImportError as err:
         raise InputError(
             f"{redact(url)}: missing database driver ({err.name or err}); try pip install -e '.[postgres]'"
