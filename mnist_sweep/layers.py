@@ -8,8 +8,9 @@ time; and Keras's weight initializers are small jitted functions compiled once p
 (about 0.6 s each, per process). Here:
 
 - :class:`VariableDropout` keeps its rate in a non-trainable weight: the rate reaches the
-  compiled step as an input, and trials of one structure share one program; on JAX its masks
-  come from a counter-based integer hash rather than Threefry (cheaper to compile and to run);
+  compiled step as an input, and trials of one structure share one program, rate 0 included
+  (it keeps every element and rescales none: an exact identity); on JAX its masks come from a
+  counter-based integer hash rather than Threefry (cheaper to compile and to run);
 - :class:`NumpyGlorotUniform` draws initial weights with NumPy (the same distribution as Keras's
   default ``glorot_uniform``), so building a model compiles nothing.
 

@@ -83,3 +83,13 @@ def test_dropout_masks_are_independent_across_elements_and_steps() -> None:
         assert abs(np.corrcoef(mask[1:].ravel(), mask[:-1].ravel())[0, 1]) < 0.02
     assert abs((first & second).mean() - 0.25) < 0.01  # each step draws a new mask
     assert abs(np.corrcoef(first.sum(axis=0), second.sum(axis=0))[0, 1]) < 0.2  # no unit favoured twice
+
+
+def test_dropout_at_rate_zero_is_an_exact_identity_in_training() -> None:
+    import numpy as np
+
+    from mnist_sweep.layers import VariableDropout
+
+    x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
+    out = np.asarray(VariableDropout(0.0, seed=3)(x, training=True))
+    assert np.array_equal(out, x)

@@ -25,7 +25,7 @@ def test_tutorial_models(index: int, dense: list[int], n_params: int) -> None:
     assert _dense_units(model) == dense
     assert count_params(model) == n_params
     dropouts = [layer.rate for layer in model.layers if layer.__class__.__name__ == "VariableDropout"]
-    assert dropouts == ([0.3, 0.3] if TUTORIAL_MODELS[index]["dropout"] else [])
+    assert dropouts == [TUTORIAL_MODELS[index]["dropout"]] * TUTORIAL_MODELS[index]["hidden_layers"]
     assert model.layers[-1].activation.__name__ == "softmax"
 
 
