@@ -10,7 +10,9 @@ Five measurements, each in fresh processes or fresh studies, all in one run:
 2. **Search efficiency**: epochs and seconds until a sweep first reaches a validation accuracy
    threshold, with the default sweep's pruner and without one (same sampler, same seeds;
    median of 3 seeds). ``--fast`` (the default) uses a data subset and a lower threshold.
-3. **Parallel scaling**: trials/hour of 1 vs 2 local workers running the same enqueued configs.
+3. **Parallel scaling**: trials/hour of 1 vs 2 local workers running the same 96 enqueued
+   quick-sweep configs (about 45 s per arm: long enough that start-up, the first trials' one-off
+   compilations and the last trial's tail do not decide the figure).
 4. **Framework overhead**: seconds per trial spent outside ``fit`` (study I/O, model build).
 5. **Anytime quality**: ``sweeps/default.yaml`` run for 15 minutes; when it first reaches 0.980
    validation accuracy and its best validation accuracy at 15 minutes.
@@ -269,7 +271,7 @@ def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
     return len(done) / span * 3600, overhead
 
 
-def bench_parallel(n_trials: int = 48) -> dict[str, Any]:
+def bench_parallel(n_trials: int = 96) -> dict[str, Any]:
     """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
