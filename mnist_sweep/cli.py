@@ -201,17 +201,18 @@ def _run_jobs(args: argparse.Namespace, path: Any, sweep: Any, storage: str, stu
 
     study = open_study(sweep, open_storage(storage), study_name)  # enqueues the sweep's trials once
     shares = cpu_shares(args.jobs)
-    if shares:
+    if shares:  # each worker on its own cores, with as many threads
+        plan = [(len(share), share) for share in shares]
         split = f"on cores {' | '.join(format_cpu_list(share) for share in shares)}"
     else:
-        split = f"x {thread_share(args.jobs)} thread(s), sharing every core"
+        plan = [(thread_share(args.jobs), None)] * args.jobs
+        split = f"x {plan[0][0]} thread(s), sharing every core"
     print(f"sweep {path}: study '{study_name}' in {redact(storage)}, target {sweep.trials} trials; "
           f"data {data}; {args.jobs} workers {split}", flush=True)
     start = time.monotonic()
     overrides = {"trials": args.trials, "timeout": args.timeout, "seed": args.seed, "data": args.data}
-    argvs = [worker_argv(str(path), study_name, len(shares[i]) if shares else thread_share(args.jobs),
-                         {**overrides, "worker_id": i}, cpus=shares[i] if shares else None)
-             for i in range(args.jobs)]
+    argvs = [worker_argv(str(path), study_name, threads, {**overrides, "worker_id": i}, cpus=cpus)
+             for i, (threads, cpus) in enumerate(plan)]
     result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": storage})
     resume = (f"python -m mnist_sweep run {args.sweep or 'default'} --study {study_name} "
               f"--storage {redact(storage)} --jobs {args.jobs}")

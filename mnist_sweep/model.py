@@ -173,7 +173,7 @@ def build_model(
                        keras.layers.Activation(p["activation"])]
         else:
             layers.append(dense(width, activation=p["activation"]))
-        layers.append(VariableDropout(float(p["dropout"])))  # at rate 0 too: see below
+        layers.append(VariableDropout(float(p["dropout"])))  # at rate 0 too (docstring: why)
     layers.append(dense(10, activation="softmax"))
     model = keras.Sequential(layers, name="mlp")
     model.compile(

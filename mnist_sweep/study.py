@@ -21,12 +21,14 @@ import datetime
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages._rdb import models as _rdb_models
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import update
 
 from mnist_sweep.config import Axis, HeartbeatConfig, SweepConfig
 from mnist_sweep.data import Dataset, load_dataset
@@ -69,14 +71,11 @@ class ClaimingRDBStorage(optuna.storages.RDBStorage):
     """
 
     def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Any = None
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         if state != TrialState.RUNNING or values is not None:
             return super().set_trial_state_values(trial_id, state, values)
-        from optuna.storages._rdb import models  # the table, with its column types (enum, datetime)
-        from sqlalchemy import update
-
-        trials = models.TrialModel.__table__
+        trials = _rdb_models.TrialModel.__table__  # Optuna's table, with its column types (enum, datetime)
         claim = (update(trials)
                  .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
                  .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))

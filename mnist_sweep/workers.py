@@ -46,10 +46,8 @@ _PR_SET_PDEATHSIG = 1
 
 def cpu_count() -> int:
     """Cores this process may run on (its affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    allowed = allowed_cpus()
+    return len(allowed) if allowed else os.cpu_count() or 1
 
 
 def thread_share(jobs: int, cpus: int | None = None) -> int:
