@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    from mnist_sweep.model import use_backend
+    from mnist_sweep.settings import use_backend
 
     backend = use_backend(args.backend)
     seconds = (_tutorial if args.path == "tutorial" else _ours)(args.batch_size, args.epochs)

@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 
 from mnist_sweep.anytime import Crossing, best_so_far, first_crossing, first_reach
-from mnist_sweep.model import TUTORIAL_MODELS, layer_widths
-
-REPO = Path(__file__).resolve().parents[1]
+from mnist_sweep.flops import flop_bound_epoch_s, peak_sgemm_gflops, sgemm_gflops
+from mnist_sweep.model import TUTORIAL_MODELS
 
 #: (key, comparison, target) — the issue's targets, printed next to each figure.
 TARGETS: list[tuple[str, str, float]] = [
@@ -56,67 +55,6 @@ TARGETS: list[tuple[str, str, float]] = [
 ]
 
 
-def dense_macs(params: Mapping[str, Any]) -> list[int]:
-    """Multiply-accumulates of each Dense layer for one image."""
-    widths = [784, *layer_widths(params), 10]
-    return [a * b for a, b in zip(widths, widths[1:], strict=False)]
-
-
-def training_flops_per_image(params: Mapping[str, Any]) -> float:
-    """Forward + backward FLOPs for one training image: forward 2·MACs, weight gradients 2·MACs,
-    input gradients 2·MACs for every layer but the first (nothing needs the input's gradient)."""
-    macs = dense_macs(params)
-    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
-
-
-def inference_flops_per_image(params: Mapping[str, Any]) -> float:
-    return 2.0 * sum(dense_macs(params))
-
-
-def sgemm_gflops(params: Mapping[str, Any], batch_size: int = 128, repeats: int = 20) -> float:
-    """float32 GFLOP/s numpy reaches here on the model's own matrix products for one training step.
-
-    Those are, per Dense layer (in -> out) and batch B: the forward (B x in)(in x out), the weight
-    gradient (in x B)(B x out) and the input gradient (B x out)(out x in). A big square sgemm runs
-    faster (see :func:`peak_sgemm_gflops`), but no batch-128 step can reach that rate.
-    """
-    rng = np.random.default_rng(0)
-    widths = [784, *layer_widths(params), 10]
-    shapes = []
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
-        shapes += [(batch_size, n_in, n_out), (n_in, batch_size, n_out)]
-        if i > 0:
-            shapes.append((batch_size, n_out, n_in))
-    pairs = [(rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)) for m, k, n in shapes]
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for a, b in pairs:
-            a @ b
-        best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
-
-
-def peak_sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 rate of a large square matrix product (the machine's peak, for reference)."""
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size), dtype=np.float32)
-    b = rng.random((size, size), dtype=np.float32)
-    best = math.inf
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
-def flop_bound_epoch_s(params: Mapping[str, Any], n_train: int, n_val: int, gflops: float) -> float:
-    """The shortest possible epoch at ``gflops``: training plus validation FLOPs."""
-    flops = training_flops_per_image(params) * n_train + inference_flops_per_image(params) * n_val
-    return flops / (gflops * 1e9)
-
-
 def _probe(path: str, backend: str, batch_size: int, epochs: int) -> float:
     cmd = [sys.executable, "-m", "mnist_sweep._epoch_probe", path, "--backend", backend,
            "--batch-size", str(batch_size), "--epochs", str(epochs)]
@@ -126,6 +64,13 @@ def _probe(path: str, backend: str, batch_size: int, epochs: int) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"epoch probe failed: {out.stderr.strip().splitlines()[-1:]}")
     return float(json.loads(out.stdout.strip().splitlines()[-1])["epoch_s"])
+
+
+def _shipped(name: str) -> str:
+    """The path of a sweep shipped in the package: the bench measures those, not ./sweeps/ copies."""
+    from mnist_sweep.sweep_files import packaged_dir
+
+    return str(packaged_dir() / f"{name}.yaml")
 
 
 def _log(message: str) -> None:
@@ -141,7 +86,7 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
     tens of percent from one minute to the next, a single probe per path compares two moments,
     not two code paths.
     """
-    from mnist_sweep.model import resolve_backend
+    from mnist_sweep.settings import resolve_backend
 
     default_backend = resolve_backend("auto")
     params = TUTORIAL_MODELS[3]
@@ -174,9 +119,9 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
 
 def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
                       pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from mnist_sweep.config import load_sweep
+    from mnist_sweep.sweep_files import load_sweep
 
-    default = load_sweep(REPO / "sweeps" / "default.yaml")
+    default = load_sweep(_shipped("default"))
     data = {"validation_size": 5000, "train_size": 10000} if fast else {}
     raw = {
         "name": f"efficiency-{seed}-{'pruned' if pruned else 'unpruned'}",
@@ -201,8 +146,8 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
 
     from mnist_sweep.config import parse_sweep
     from mnist_sweep.data import load_dataset
-    from mnist_sweep.model import use_backend
     from mnist_sweep.objective import Objective
+    from mnist_sweep.settings import use_backend
     from mnist_sweep.study import make_pruner, make_sampler
 
     backend = use_backend("auto")  # the backend a user's sweep runs on, not Keras's own default
@@ -244,9 +189,9 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
 
 def _parallel_sweep(path: Path, n_trials: int) -> None:
     """The quick sweep's space with ``n_trials`` fixed configs enqueued, so 1 and 2 workers run the same work."""
-    from mnist_sweep.config import load_sweep
+    from mnist_sweep.sweep_files import load_sweep
 
-    quick = load_sweep(REPO / "sweeps" / "quick.yaml")
+    quick = load_sweep(_shipped("quick"))
     rng = np.random.default_rng(0)
     configs = [{
         "hidden_layers": int(rng.integers(0, 3)), "units": int(rng.choice([64, 128])),
@@ -312,10 +257,10 @@ def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, A
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/anytime.db"
-        cmd = [sys.executable, "-m", "mnist_sweep", "run", sweep, "--storage", storage]
+        cmd = [sys.executable, "-m", "mnist_sweep", "run", _shipped(sweep), "--storage", storage]
         launched = datetime.datetime.now()  # the clock Optuna stamps trials with: start-up time counts
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{tmp}/xla"}  # a cold start, as a new user's
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         started = time.monotonic()
         try:

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from mnist_sweep.errors import InputError
-from mnist_sweep.study import open_storage, redact
+from mnist_sweep.storage import open_storage, redact
 
 
 class _Server(ThreadingMixIn, WSGIServer):

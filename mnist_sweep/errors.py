@@ -22,3 +22,32 @@ class InputError(Exception):
     def __init__(self, problems: str | list[str]) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class SweepFailed(RuntimeError):
+    """A run stopped because its trials kept failing (crashed, not pruned): likely a bug or a
+    config that cannot train here. ``traceback`` is the first failure's, to fix it from.
+
+    Example:
+        >>> try:
+        ...     ms.run(sweep)
+        ... except SweepFailed as err:
+        ...     print(err.traceback)
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or SIGTERM): the running trial was failed, nothing is left RUNNING,
+    and running the same sweep again resumes it. ``study`` is the study as it stands;
+    ``signal`` the signal's number when one stopped it."""
+
+    def __init__(self, message: str, study: object = None, signal: int | None = None) -> None:
+        super().__init__(message)
+        self.study = study
+        self.signal = signal

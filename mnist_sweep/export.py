@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,12 +27,15 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from mnist_sweep.config import Axis, Choice, SearchSpace, describe_axis, load_sweep
 from mnist_sweep.errors import InputError
 from mnist_sweep.files import atomic_path
+from mnist_sweep.optuna_internals import storage_url_of
+from mnist_sweep.paths import export_path, safe_name
+from mnist_sweep.space import Axis, Choice, SearchSpace, describe_axis, layer_index, layer_units_name
+from mnist_sweep.storage import redact
+from mnist_sweep.sweep_files import load_sweep
 
 Format = Literal["yaml", "json"]
-_LAYER_KEY = re.compile(r"units_l(\d+)")
 _SPACE_KEYS = set(SearchSpace.model_fields) - {"per_layer_units", "layer_units"}
 _MISSING = object()
 
@@ -57,7 +59,7 @@ def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, An
                          f"({len(study.get_trials(deepcopy=False))} trials in all)")
     best = study.best_trial
     stored = study.user_attrs.get("sweep") or {}
-    name = _safe_name(study.study_name)
+    name = safe_name(study.study_name)
     config: dict[str, Any] = {
         "name": f"{name[:95]}-best",
         "description": f"best trial {best.number} of study '{study.study_name}' "
@@ -78,6 +80,8 @@ def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, An
         "val_accuracy": best.value,
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if study.user_attrs.get("provenance"):
+        config["source"]["provenance"] = study.user_attrs["provenance"]
     return config
 
 
@@ -103,7 +107,7 @@ def export_best(
         raise InputError(f"--format: want yaml or json, got {format!r}")
     config = best_config(study, storage)
     if path is None:
-        path = study_dir(study.study_name) / f"best.{format}"
+        path = export_path(study.study_name, format)
     path = Path(path)
     text = json.dumps(config, indent=2) + "\n" if format == "json" else _yaml_text(config, path)
     with atomic_path(path) as tmp:
@@ -144,7 +148,7 @@ def fixed_params(space: SearchSpace, filename: str = "config") -> dict[str, Any]
         raise InputError(problems)
     if space.per_layer_units:
         for i in range(int(values["hidden_layers"])):
-            values[f"units_l{i}"] = _single_value(space.layer_axis(i))[0]  # fixed: checked above
+            values[layer_units_name(i)] = _single_value(space.layer_axis(i))[0]  # fixed: checked above
     return suggest_params(optuna.trial.FixedTrial(values), space)
 
 
@@ -160,7 +164,7 @@ def _single_value(axis: Choice[Any]) -> tuple[Any] | None:
 
 def _fixed_space(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     params = dict(trial.params)
-    layer_keys = sorted((k for k in params if _LAYER_KEY.fullmatch(k)), key=lambda k: int(k[len("units_l"):]))
+    layer_keys = sorted((k for k in params if layer_index(k) is not None), key=layer_index)
     widths = [params.pop(k) for k in layer_keys]
     unknown = sorted(set(params) - _SPACE_KEYS)
     if unknown:
@@ -173,29 +177,9 @@ def _fixed_space(study_name: str, trial: optuna.trial.FrozenTrial) -> dict[str, 
     return space
 
 
-def study_dir(study_name: str) -> Path:
-    """``studies/<study>``: where a study's export, final model and metrics go by default."""
-    return Path("studies") / _safe_name(study_name)
-
-
-def _safe_name(name: str) -> str:
-    """``name`` as a file name and sweep name: letters, digits, ``_.-``; starts with a letter or digit."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).lstrip("-_.")
-    return safe or "study"
-
-
 def _storage_url(study: optuna.Study, given: str | None) -> str | None:
-    from mnist_sweep.study import redact
-
-    if given:
-        return redact(given)
-    storage: Any = getattr(study, "_storage", None)
-    for _ in range(3):  # optuna wraps an RDBStorage in a cache
-        url = getattr(storage, "url", None)
-        if isinstance(url, str):
-            return redact(url)
-        storage = getattr(storage, "_backend", None)
-    return None
+    url = given or storage_url_of(study)
+    return redact(url) if url else None
 
 
 def _yaml_text(config: dict[str, Any], path: Path) -> str:

@@ -15,7 +15,7 @@ time; and Keras's weight initializers are small jitted functions compiled once p
   default ``glorot_uniform``), so building a model compiles nothing.
 
 Both are registered Keras serializables: a saved model loads once this module is imported.
-Import this module only after the backend is chosen (:func:`mnist_sweep.model.use_backend`).
+Import this module only after the backend is chosen (:func:`mnist_sweep.settings.use_backend`).
 
 Example:
     >>> layer = VariableDropout(0.3)

@@ -25,16 +25,28 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
-from mnist_sweep.config import Axis, SearchSpace, SweepConfig
+from mnist_sweep.config import SweepConfig
 from mnist_sweep.data import Dataset
 from mnist_sweep.model import build_model, count_params
+from mnist_sweep.space import Axis, SearchSpace, is_int_axis, layer_units_name
 from mnist_sweep.training import fit, fresh_keras
 
-INT_AXES = {"hidden_layers", "units", "batch_size", "epochs"}
+#: Called after each epoch with (trial, epoch index, epochs planned, metrics): live progress.
+TrialEpochHook = Callable[[optuna.Trial, int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A trial that failed (crashed): its number, one-line reason and traceback."""
+
+    trial: int
+    reason: str
+    traceback: str
 
 
 class SurplusTrial(Exception):
@@ -50,13 +62,13 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         params[name] = _suggest(trial, name, axis)
     if space.per_layer_units:
         for i in range(int(params["hidden_layers"])):
-            params[f"units_l{i}"] = _suggest(trial, f"units_l{i}", space.layer_axis(i))
+            params[layer_units_name(i)] = _suggest(trial, layer_units_name(i), space.layer_axis(i))
     return params
 
 
 def _suggest(trial: optuna.Trial, name: str, axis: Any) -> Any:
     if isinstance(axis, Axis) and axis.ranged:
-        if name in INT_AXES or name.startswith("units_l"):
+        if is_int_axis(name):
             return trial.suggest_int(name, axis.low, axis.high, step=axis.step or 1, log=axis.log)
         return trial.suggest_float(name, axis.low, axis.high, step=axis.step, log=axis.log)
     return trial.suggest_categorical(name, axis.choices if axis.choices is not None else [axis.value])
@@ -73,6 +85,11 @@ class Objective:
         on_start: called with each trial as it starts (the CLI tracks the running trial).
         should_stop: asked after each epoch; ``True`` interrupts the trial (it is failed, not
             finished), so a stop signal whose exception was swallowed mid-epoch still stops it.
+        on_epoch: called after each epoch (live progress).
+        worker: recorded on each trial as the user attribute ``worker``.
+
+    ``failures_in_a_row`` counts this objective's trials that failed one after another (a trial
+    that finishes resets it; a surplus trial does not count), ``first_failure`` is the first of them.
     """
 
     def __init__(
@@ -82,28 +99,46 @@ class Objective:
         target_trials: int | None = None,
         on_start: Callable[[optuna.Trial], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_epoch: TrialEpochHook | None = None,
+        worker: int = 0,
     ) -> None:
         self.sweep = sweep
         self.dataset = dataset
         self.target_trials = target_trials
         self.on_start = on_start
         self.should_stop = should_stop
+        self.on_epoch = on_epoch
+        self.worker = worker
+        self.failures_in_a_row = 0
+        self.first_failure: Failure | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.on_start is not None:
             self.on_start(trial)
         try:
             self._check_not_surplus(trial)
-            return self._train(trial)
+            trial.set_user_attr("worker", self.worker)
+            value = self._train(trial)
+        except SurplusTrial:
+            trial.set_user_attr("fail_reason", f"SurplusTrial: target of {self.target_trials} trials already "
+                                               "reached or running")
+            raise
         except optuna.TrialPruned:
+            self.failures_in_a_row = 0
             raise
         except KeyboardInterrupt as err:
             trial.set_user_attr("fail_reason", f"interrupted ({type(err).__name__})")
             raise
         except Exception as err:
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:500])
-            trial.set_user_attr("fail_traceback", traceback.format_exc()[-4000:])
+            reason, trace = f"{type(err).__name__}: {err}"[:500], traceback.format_exc()[-4000:]
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_traceback", trace)
+            if self.failures_in_a_row == 0:
+                self.first_failure = Failure(trial.number, reason, trace)
+            self.failures_in_a_row += 1
             raise
+        self.failures_in_a_row = 0
+        return value
 
     def _check_not_surplus(self, trial: optuna.Trial) -> None:
         if self.target_trials is None:
@@ -131,6 +166,8 @@ class Objective:
             value = metrics["val_accuracy"]
             if math.isfinite(value):
                 trial.report(value, step=epoch + 1)
+            if self.on_epoch is not None:
+                self.on_epoch(trial, epoch, epochs, metrics)
             return epoch + 1 < epochs and trial.should_prune()  # the last epoch is paid for: keep it
 
         fit_start = time.perf_counter()

@@ -14,39 +14,39 @@ Outputs, each written atomically, in one folder (default ``studies/<study>/``):
   presence means the run finished.
 
 Example:
-    >>> result = train("studies/quick/best.yaml")
-    >>> print(f"test accuracy: {result.test_accuracy:.4f}")
+    >>> final = train_final(best_config(study))          # studies/<study>/model.keras, ...
+    >>> print(f"test accuracy: {final.test_accuracy:.4f}")
     test accuracy: 0.9803
+    >>> final.model.predict(x[:1])
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import math
-import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_sweep.config import SweepConfig, load_sweep
-from mnist_sweep.data import Dataset, load_dataset
+from mnist_sweep.config import SweepConfig, parse_sweep
 from mnist_sweep.errors import InputError
-from mnist_sweep.export import fixed_params, study_dir
+from mnist_sweep.export import fixed_params
 from mnist_sweep.files import atomic_path, write_text_atomic
+from mnist_sweep.paths import study_dir
 from mnist_sweep.training import EpochHook
-
-_VERSIONED = ("keras", "tensorflow", "jax", "jaxlib", "optuna", "numpy", "mnist-sweep")
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train` did and where it wrote it."""
+class FinalModel:
+    """What :func:`train_final` trained and where it wrote it."""
 
+    model: Any  # the trained keras.Model, ready for predict()
     test_accuracy: float
     test_loss: float
+    metrics: dict[str, Any]  # what metrics.json holds
     model_path: Path
     metrics_path: Path
     curves_path: Path
@@ -56,50 +56,68 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def train(
-    config: str | Path | SweepConfig,
-    output: str | Path | None = None,
-    data: str | None = None,
+def _as_sweep(config: str | Path | Mapping[str, Any] | SweepConfig) -> tuple[SweepConfig, str]:
+    from mnist_sweep.sweep_files import load_sweep
+
+    if isinstance(config, SweepConfig):
+        return config, f"config '{config.name}'"
+    if isinstance(config, Mapping):
+        name = str(config.get("name", "config"))
+        return parse_sweep(config, f"config '{name}'", default_name=name), f"config '{name}'"
+    return load_sweep(config), str(config)
+
+
+def train_final(
+    config: str | Path | Mapping[str, Any] | SweepConfig,
+    *,
+    output_dir: str | Path | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    data: str | None = None,
+    model_name: str = "model.keras",
     on_epoch: EpochHook | None = None,
-) -> TrainResult:
+) -> FinalModel:
     """Train the config's model on training + validation data, evaluate it on the test set once, save it.
 
     Args:
-        config: an exported sweep file (every axis fixed) or its :class:`SweepConfig`.
-        output: the model file, ``.keras`` (default ``studies/<study>/model.keras``, ``<study>``
-            the exporting study, else the config's name); metrics and curves go beside it.
-        data: a data source overriding the config's ``data.source``.
+        config: an exported config (every axis fixed): the mapping :func:`~mnist_sweep.best_config`
+            returns, a sweep file written by ``export``, or its :class:`SweepConfig`.
+        output_dir: where ``model.keras``, ``metrics.json`` and ``curves.html`` go (default
+            ``studies/<study>/``, ``<study>`` the exporting study, else the config's name).
         epochs: overrides the config's ``epochs``.
         seed: weight-initialisation and shuffling seed (default: the config's ``seed``, which
             ``export`` sets to the trial's, so the trial's initial weights come back).
+        data: a data source overriding the config's ``data.source``.
+        model_name: the model's file name in ``output_dir`` (a ``.keras`` file).
         on_epoch: called after each epoch with (epoch index, metrics), e.g. to print progress.
 
     Raises:
-        InputError: the config is not fixed (one line per loose axis), the output is not
+        InputError: the config is not fixed (one line per loose axis), the model file is not
             ``.keras``, the data cannot be read, or training diverged.
     """
-    filename = str(config) if not isinstance(config, SweepConfig) else f"config '{config.name}'"
-    sweep = config if isinstance(config, SweepConfig) else load_sweep(config)
+    sweep, filename = _as_sweep(config)
     params = fixed_params(sweep.space, filename)
     if epochs is not None:
         if epochs < 1:
             raise InputError(f"--epochs: want a whole number >= 1, got {epochs}")
         params["epochs"] = epochs
     seed = sweep.seed if seed is None else seed
-    folder = sweep.source.study if sweep.source is not None else sweep.name
-    model_path = Path(output) if output is not None else study_dir(folder) / "model.keras"
+    folder = Path(output_dir) if output_dir is not None else study_dir(
+        sweep.source.study if sweep.source is not None else sweep.name)
+    model_path = folder / model_name
     if model_path.suffix != ".keras":
         raise InputError(f"{model_path}: the model file must end in .keras (Keras 3's format)")
 
-    from mnist_sweep.model import build_model, count_params, use_backend
+    from mnist_sweep.settings import prepare_process
 
-    backend = use_backend(sweep.training.backend)
-    dataset = load_dataset(sweep.data, source=data).merge_validation()
+    backend = prepare_process(sweep.training.backend)
 
+    from mnist_sweep.data import load_dataset
+    from mnist_sweep.model import build_model, count_params
+    from mnist_sweep.provenance import collect
     from mnist_sweep.training import fit, fresh_keras
 
+    dataset = load_dataset(sweep.data, source=data).merge_validation()
     batch_size, n_epochs = int(params["batch_size"]), int(params["epochs"])
     fresh_keras(seed)
     model = build_model(params, steps_per_epoch=math.ceil(len(dataset.x_train) / batch_size),
@@ -113,9 +131,7 @@ def train(
                          f"with seed {seed}; nothing was saved")
     scores = model.evaluate(dataset.x_test, dataset.y_test, batch_size=1024, verbose=0, return_dict=True)
 
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
-    curves_path = write_text_atomic(model_path.with_name("curves.html"), _curves_html(fitted.history, sweep.name))
+    provenance = collect(dataset, backend)
     metrics = {
         "test_accuracy": float(scores["accuracy"]),
         "test_loss": float(scores["loss"]),
@@ -126,42 +142,31 @@ def train(
         "seed": seed,
         "n_params": count_params(model),
         "backend": backend,
-        "versions": _versions(),
-        "data": _describe_data(dataset, sweep, data),
+        "provenance": provenance,
+        "data": {"source": data or sweep.data.source, "train_images": len(dataset.x_train),
+                 "test_images": len(dataset.x_test), "validation_size": sweep.data.validation_size,
+                 "train_size": sweep.data.train_size, "split_seed": sweep.data.seed,
+                 "sha256": provenance["data"]["sha256"],
+                 "note": "trained on the sweep's training and validation images together; the test set used once"},
         "history": fitted.history,
         "model": model_path.name,
-        "config_file": filename if not isinstance(config, SweepConfig) else None,
+        "config_file": filename if not isinstance(config, (SweepConfig, Mapping)) else None,
         "config": sweep.model_dump(mode="json"),
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
-    metrics_path = write_text_atomic(model_path.with_name("metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(
-        test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"], model_path=model_path,
-        metrics_path=metrics_path, curves_path=curves_path, params=params, seed=seed, seconds=seconds,
-        history=fitted.history,
+    # metrics.json last: its presence means the run finished. A stale one from an earlier run
+    # goes first, so an interrupted run never leaves a new model beside the old metrics.
+    metrics_file = model_path.with_name("metrics.json")
+    metrics_file.unlink(missing_ok=True)
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    curves_path = write_text_atomic(model_path.with_name("curves.html"), _curves_html(fitted.history, sweep.name))
+    metrics_path = write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
+    return FinalModel(
+        model=model, test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"], metrics=metrics,
+        model_path=model_path, metrics_path=metrics_path, curves_path=curves_path, params=params, seed=seed,
+        seconds=seconds, history=fitted.history,
     )
-
-
-def _describe_data(dataset: Dataset, sweep: SweepConfig, override: str | None) -> dict[str, Any]:
-    return {
-        "source": override or sweep.data.source,
-        "train_images": len(dataset.x_train),
-        "test_images": len(dataset.x_test),
-        "validation_size": sweep.data.validation_size,
-        "train_size": sweep.data.train_size,
-        "split_seed": sweep.data.seed,
-        "note": "trained on the sweep's training and validation images together; the test set used once",
-    }
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _curves_html(history: dict[str, list[float]], title: str) -> str:

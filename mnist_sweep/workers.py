@@ -1,17 +1,18 @@
 """Local parallel workers: N processes that share one study, each with its share of the CPU.
 
-``run --jobs N`` validates the sweep and the data, creates the study once (so enqueued trials
-are enqueued once), then starts N ``python -m mnist_sweep worker`` processes on the same storage
-and study. Each worker runs the ordinary sweep loop (:func:`mnist_sweep.study.run_sweep`): it
-counts COMPLETE + PRUNED + RUNNING trials in the storage before every trial, so the target is met
-exactly across workers. This module starts the workers, prefixes each output line with the
-worker's id, forwards SIGINT and SIGTERM to them and waits for them.
+``run --jobs N`` (:func:`mnist_sweep.run` with ``jobs=N``) validates the sweep and the data,
+creates the study once (so enqueued trials are enqueued once), then starts N ``python -m
+mnist_sweep worker`` processes on the same storage and study. Each worker runs the ordinary
+sweep loop (:func:`mnist_sweep.study.run_sweep`): it counts COMPLETE + PRUNED + RUNNING trials
+in the storage before every trial, so the target is met exactly across workers. This module
+starts the workers, prefixes each output line with the worker's id, forwards SIGINT and SIGTERM
+to them and waits for them.
 
 Cores: TensorFlow and XLA size their thread pools from the cores a process may run on, so N
 workers on one machine would each start one thread per core and fight over them. ``run --jobs N``
 gives each worker its own share of the cores (:func:`cpu_shares`): the worker pins itself to
-them (``--cpus``, :func:`pin_to_cpus`) and limits its pools to as many threads (``--threads``,
-:func:`limit_threads`), both before Keras is imported. Pinning is what makes the share real on
+them (``--cpus``) and limits its pools to as many threads (``--threads``), both before Keras is
+imported (:mod:`mnist_sweep.settings`). Pinning is what makes the share real on
 JAX: XLA's flag for one thread covers its Eigen pool only, while its dot library (XNNPACK) and
 its compiler (LLVM) still start a thread per core, so an unpinned "one-thread" worker kept 1.7
 cores busy and two of them oversubscribed the machine.
@@ -20,7 +21,7 @@ The storage URL reaches the workers through ``$MNIST_SWEEP_STORAGE``, not their 
 so a password in it does not show in ``ps``.
 
 Example:
-    >>> argv = worker_argv("sweeps/quick.yaml", "quick", threads=1, cpus=[0])
+    >>> argv = worker_argv("/tmp/quick.json", "quick", threads=1, worker_id=0, cpus=[0])
     >>> result = run_workers([argv, argv], env={"MNIST_SWEEP_STORAGE": "sqlite:///studies/q.db"})
     >>> result.codes, result.signal
     ([0, 0], None)
@@ -38,28 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mnist_sweep.errors import InputError
+from mnist_sweep.settings import allowed_cpus, cpu_count, format_cpu_list
 
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 _PR_SET_PDEATHSIG = 1
-
-
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's total)."""
-    allowed = allowed_cpus()
-    return len(allowed) if allowed else os.cpu_count() or 1
 
 
 def thread_share(jobs: int, cpus: int | None = None) -> int:
     """Threads per worker when ``jobs`` workers share ``cpus`` cores (at least 1)."""
     return max(1, (cpus or cpu_count()) // max(1, jobs))
-
-
-def allowed_cpus() -> list[int] | None:
-    """The cores this process may run on, or None where the OS has no affinity API (not Linux)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    return sorted(os.sched_getaffinity(0))
 
 
 def cpu_shares(jobs: int, cpus: Sequence[int] | None = None) -> list[list[int]] | None:
@@ -82,98 +69,15 @@ def cpu_shares(jobs: int, cpus: Sequence[int] | None = None) -> list[list[int]] 
     return shares
 
 
-def parse_cpu_list(text: str) -> list[int]:
-    """Cores written as Linux writes them (``taskset -c``, ``/sys/.../cpus_allowed_list``): ``0-3,6``.
-
-    >>> parse_cpu_list("0-2,5")
-    [0, 1, 2, 5]
-    """
-    cpus: set[int] = set()
-    for part in text.split(","):
-        low, sep, high = part.strip().partition("-")
-        if not low.isdigit() or (sep and not high.isdigit()):
-            raise ValueError(f"not a core list like 0-3,6: {text!r}")
-        first, last = int(low), int(high) if sep else int(low)
-        if last < first:
-            raise ValueError(f"range {part.strip()!r} runs backwards")
-        cpus.update(range(first, last + 1))
-    return sorted(cpus)
-
-
-def format_cpu_list(cpus: Sequence[int]) -> str:
-    """The inverse of :func:`parse_cpu_list`: ``[0, 1, 2, 5]`` -> ``'0-2,5'``."""
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
-
-
-def pin_to_cpus(cpus: Sequence[int]) -> None:
-    """Run this process (and the threads it starts later) on ``cpus`` only; call before Keras is
-    imported, so the runtimes size their thread pools to them.
-
-    Raises:
-        InputError: a core is not one this process may use, or the OS cannot pin (not Linux).
-    """
-    allowed = allowed_cpus()
-    if allowed is None:
-        raise InputError("--cpus: pinning to cores needs Linux (sched_setaffinity)")
-    missing = sorted(set(cpus) - set(allowed))
-    if missing:
-        raise InputError(f"--cpus: core {format_cpu_list(missing)} is not available to this process "
-                         f"(available: {format_cpu_list(allowed)})")
-    os.sched_setaffinity(0, cpus)
-
-
-def limit_threads(threads: int) -> None:
-    """Limit this process's compute thread pools to ``threads``; call before Keras is imported.
-
-    Sets OpenMP/BLAS/TensorFlow thread variables and, for one thread, XLA's single-threaded CPU
-    mode (the JAX backend; XLA has no flag for a pool of K > 1 threads).
-    """
-    for name in _THREAD_ENV:
-        os.environ[name] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = str(max(1, min(2, threads)))
-    if threads == 1:
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "xla_cpu_multi_thread_eigen" not in flags:
-            single = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-            os.environ["XLA_FLAGS"] = f"{flags} {single}".strip()
-
-
-def apply_backend_threads(threads: int, backend: str) -> None:
-    """On the TensorFlow backend, set its intra/inter-op pools before its runtime starts."""
-    if backend != "tensorflow":
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    except RuntimeError:  # the runtime already started (e.g. in-process tests): the env vars still apply
-        pass
-
-
-def worker_argv(
-    sweep_path: str, study_name: str, threads: int, overrides: Mapping[str, Any] | None = None,
-    cpus: Sequence[int] | None = None,
-) -> list[str]:
+def worker_argv(sweep_path: str, study_name: str, threads: int, worker_id: int,
+                cpus: Sequence[int] | None = None) -> list[str]:
     """The command line of one worker: ``python -m mnist_sweep worker SWEEP --study NAME --threads K
-    [--cpus LIST] ...``.
-
-    ``overrides`` are the run's command-line overrides (``trials``, ``timeout``, ``seed``, ``data``)
-    and ``worker_id``, passed on so every worker validates the same sweep as the parent.
-    """
+    --worker-id I [--cpus LIST]``. ``SWEEP`` is the validated sweep as the parent holds it (overrides
+    applied), written to a file, so every worker runs exactly the parent's sweep."""
     argv = [sys.executable, "-m", "mnist_sweep", "worker", str(sweep_path), "--study", study_name,
-            "--threads", str(threads)]
+            "--threads", str(threads), "--worker-id", str(worker_id)]
     if cpus:
         argv += ["--cpus", format_cpu_list(cpus)]
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv
 
 
@@ -247,3 +151,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def default_worker_id() -> int:
+    """A ``worker``'s index when none is given, which offsets its sampler seed: Kubernetes'
+    ``$JOB_COMPLETION_INDEX`` (an Indexed Job), else random (independent machines must not share
+    a seed)."""
+    index = os.environ.get("JOB_COMPLETION_INDEX", "")
+    if index.isdigit():
+        return int(index)
+    import secrets
+
+    return 1 + secrets.randbelow(1_000_000)

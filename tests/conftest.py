@@ -11,7 +11,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from mnist_sweep.model import use_backend  # noqa: E402
+from mnist_sweep.settings import use_backend  # noqa: E402
 
 use_backend("auto")  # the backend a user's `run` gets, chosen before any test imports Keras
 

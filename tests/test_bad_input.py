@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnist_sweep.cli import main
-from mnist_sweep.config import load_sweep
 from mnist_sweep.data import read_idx
 from mnist_sweep.errors import InputError
+from mnist_sweep.sweep_files import load_sweep
 
 TRIED: Counter[str] = Counter()
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,7 +115,7 @@ def _broken_sweeps(draw) -> dict:
 
 
 def _known_space_keys() -> set[str]:
-    from mnist_sweep.config import SearchSpace
+    from mnist_sweep.space import SearchSpace
 
     return set(SearchSpace.model_fields)
 

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_sweep.bench import (
-    TARGETS,
-    flop_bound_epoch_s,
-    format_table,
-    inference_flops_per_image,
-    training_flops_per_image,
-)
+from mnist_sweep.bench import TARGETS, format_table
+from mnist_sweep.flops import flop_bound_epoch_s, inference_flops_per_image, training_flops_per_image
 from mnist_sweep.model import TUTORIAL_MODELS
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mnist_sweep.cli import main
-from mnist_sweep.config import load_sweep, parse_sweep, resolve_sweep_path, sweep_json_schema, with_overrides
+from mnist_sweep.config import parse_sweep, with_overrides
 from mnist_sweep.errors import InputError
+from mnist_sweep.sweep_files import load_sweep, resolve_sweep, sweep_json_schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def test_config_is_frozen() -> None:
 def test_overrides_are_validated_too() -> None:
     sweep = parse_sweep({"name": "s", "trials": 2}, "s.yaml")
     assert with_overrides(sweep, trials=7, timeout=None).trials == 7
-    with pytest.raises(InputError, match="command line: trials: Input should be greater than or equal to 1"):
+    with pytest.raises(InputError, match=r"sweep .s. \(overrides\): trials: Input should be greater than or equal"):
         with_overrides(sweep, trials=0)
 
 
@@ -128,7 +129,7 @@ def test_fingerprint_tracks_space_and_data_not_budget() -> None:
 
 @pytest.mark.parametrize("name", ["quick", "tutorial", "default"])
 def test_shipped_sweeps_are_valid(name: str) -> None:
-    sweep = load_sweep(resolve_sweep_path(name, REPO / "sweeps"))
+    sweep = load_sweep(name)
     assert sweep.name == name
     axes = sweep.space.axes()
     for axis in ("hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate"):
@@ -136,19 +137,20 @@ def test_shipped_sweeps_are_valid(name: str) -> None:
 
 
 def test_tutorial_sweep_enqueues_the_four_tutorial_models() -> None:
-    sweep = load_sweep(REPO / "sweeps" / "tutorial.yaml")
+    sweep = load_sweep("tutorial")
     layers_units = [(p["hidden_layers"], p["units"], p["optimizer"]) for p in sweep.enqueue]
     assert layers_units == [(0, 64, "sgd"), (2, 64, "sgd"), (2, 128, "sgd"), (2, 512, "adam")]
 
 
 def test_unknown_sweep_name_suggests_a_close_one() -> None:
-    with pytest.raises(InputError, match="quik: no such sweep file in sweeps/ \\(did you mean 'quick'\\?\\)"):
-        resolve_sweep_path("quik", REPO / "sweeps")
+    with pytest.raises(InputError, match=r"quik: no such sweep file in \./sweeps/ or among the shipped sweeps "
+                                         r"\(did you mean 'quick'\?\)"):
+        resolve_sweep("quik")
 
 
 def test_shipped_json_schema_is_current() -> None:
-    shipped = json.loads((REPO / "sweeps" / "sweep.schema.json").read_text())
-    assert shipped == sweep_json_schema(), "regenerate: python -m mnist_sweep schema -o sweeps/sweep.schema.json"
+    shipped = json.loads((REPO / "mnist_sweep" / "sweeps" / "sweep.schema.json").read_text())
+    assert shipped == sweep_json_schema(), "regenerate: mnist-sweep schema -o mnist_sweep/sweeps/sweep.schema.json"
 
 
 def test_broken_sweep_exits_2_and_writes_no_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,8 +21,9 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from mnist_sweep.cli import main
-from mnist_sweep.study import open_storage
-from mnist_sweep.workers import cpu_shares, format_cpu_list
+from mnist_sweep.settings import format_cpu_list
+from mnist_sweep.storage import open_storage
+from mnist_sweep.workers import cpu_shares
 
 REPO = Path(__file__).resolve().parents[1]
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -253,7 +254,7 @@ def test_a_stop_swallowed_by_a_finalizer_prints_no_traceback(capsys) -> None:
     # Ctrl-C can land in a weakref callback during garbage collection; Python then prints the
     # KeyboardInterrupt with a traceback and drops it. The stop is remembered and acted on at the
     # next epoch, so that report is noise; any other unraisable exception is still printed.
-    from mnist_sweep.cli import _StopSignals
+    from mnist_sweep.signals import StopSignals
 
     class Finalizer:
         def __del__(self) -> None:
@@ -267,7 +268,7 @@ def test_a_stop_swallowed_by_a_finalizer_prints_no_traceback(capsys) -> None:
         sys.unraisablehook = previous
     (report,) = reports
 
-    stop = _StopSignals()
+    stop = StopSignals()
     stop.unraisable(report)  # no signal received: not ours, printed
     assert "KeyboardInterrupt" in capsys.readouterr().err
     stop.signum = signal.SIGINT

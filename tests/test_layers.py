@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_sweep.model import build_model, count_params, use_backend
+from mnist_sweep.model import build_model, count_params
+from mnist_sweep.settings import use_backend
 
 
 def test_variable_dropout_drops_at_its_rate_and_keeps_the_mean() -> None:
@@ -56,7 +57,7 @@ def test_numpy_glorot_uniform_has_keras_limits_and_is_seeded() -> None:
 
 def test_a_saved_model_with_these_layers_loads_and_predicts_the_same(tmp_path) -> None:
     use_backend()
-    from mnist_sweep.predict import load_model
+    from mnist_sweep.inference import load_model
 
     model = build_model({"hidden_layers": 1, "units": 16, "dropout": 0.4, "input_dropout": 0.1})
     path = tmp_path / "model.keras"

@@ -25,8 +25,9 @@ from mnist_sweep.cli import main
 from mnist_sweep.config import parse_sweep
 from mnist_sweep.dashboard import is_loopback, serve
 from mnist_sweep.errors import InputError
-from mnist_sweep.report import FIGURE_SECTIONS, SECTIONS, searched_axes, write_report
-from mnist_sweep.study import load_existing, run_sweep
+from mnist_sweep.figures import searched_axes
+from mnist_sweep.report import FIGURE_SECTIONS, SECTIONS, write_report
+from mnist_sweep.study import load_study, run_sweep
 from mnist_sweep.tables import trials_frame
 
 PRUNED_CURVE = {1: 0.31, 2: 0.42}
@@ -90,7 +91,7 @@ def test_report_holds_every_figure_and_embeds_plotly(report: tuple[Path, str]) -
 
 def test_report_header_states_counts_best_and_searched_axes(report: tuple[Path, str], study_url: str) -> None:
     text = report[1]
-    study = load_existing(study_url)
+    study = load_study(study_url)
     assert "6 trials: 4 complete, 1 fail, 1 pruned." in text
     best = study.best_trial
     assert f"Best: trial {best.number}, validation accuracy <strong>{best.value:.4f}</strong>" in text
@@ -103,7 +104,7 @@ def test_report_header_states_counts_best_and_searched_axes(report: tuple[Path, 
 
 def test_report_shows_the_retrained_test_accuracy(study_url: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    study = load_existing(study_url, "tiny")
+    study = load_study(study_url, "tiny")
     metrics = tmp_path / "studies" / "tiny" / "metrics.json"
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps({"test_accuracy": 0.98765, "test_loss": 0.05, "params": {"units": 32}}))
@@ -149,7 +150,7 @@ def test_thin_studies_get_notes_instead_of_figures(tmp_path: Path) -> None:
 
 
 def test_trials_frame_has_one_row_per_trial(study_url: str) -> None:
-    study = load_existing(study_url)
+    study = load_study(study_url)
     frame = trials_frame(study)
     assert list(frame["number"]) == [t.number for t in study.trials]
     assert {"params_optimizer", "params_learning_rate", "duration_s", "n_params", "seconds_per_epoch",

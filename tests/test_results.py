@@ -14,11 +14,13 @@ from conftest import TINY_SWEEP
 from PIL import Image
 
 from mnist_sweep.cli import main
-from mnist_sweep.config import SweepConfig, load_sweep, parse_sweep
+from mnist_sweep.config import SweepConfig, parse_sweep
 from mnist_sweep.errors import InputError
 from mnist_sweep.export import export_best, fixed_params
 from mnist_sweep.files import atomic_path
-from mnist_sweep.study import redact, run_sweep
+from mnist_sweep.storage import redact
+from mnist_sweep.study import run_sweep
+from mnist_sweep.sweep_files import load_sweep
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: one real tiny study, one exported config
@@ -154,8 +156,11 @@ def test_train_writes_model_metrics_and_curves(exported: Path, tmp_path: Path, c
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["accuracy"]) == 1
     assert metrics["data"]["train_images"] == 3000  # train_size 2000 + the 1000 validation images
     assert metrics["data"]["test_images"] == 10000
-    assert {"python", "keras", "optuna", "numpy"} <= set(metrics["versions"])
-    assert metrics["backend"] in metrics["versions"]
+    provenance = metrics["provenance"]
+    assert {"python", "keras", "optuna", "numpy"} <= set(provenance["versions"])
+    assert metrics["backend"] == provenance["backend"] and metrics["backend"] in provenance["versions"]
+    assert len(provenance["data"]["sha256"]) == 64 and provenance["data"]["train_images"] == 3000
+    assert provenance["machine"]["cores"] >= 1 and provenance["code"]["version"]
     assert metrics["params"] == {**fixed_params(load_sweep(exported).space), "epochs": 1}
     assert (tmp_path / "final" / "curves.html").stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["curves.html", "metrics.json", "model.keras"]
@@ -184,7 +189,7 @@ DIGITS = range(10)  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """The tutorial's model 2-like MLP (2 x 128) trained for 3 epochs on 16,000 images (about 97%)."""
-    from mnist_sweep.retrain import train
+    from mnist_sweep.retrain import train_final
 
     sweep = SweepConfig.model_validate({
         "name": "predict", "trials": 1,
@@ -192,7 +197,7 @@ def model_path(tmp_path_factory) -> Path:
         "space": {"hidden_layers": 2, "units": 128, "dropout": 0.2, "optimizer": "adam", "batch_size": 128,
                   "epochs": 3},
     })
-    result = train(sweep, tmp_path_factory.mktemp("model") / "model.keras")
+    result = train_final(sweep, output_dir=tmp_path_factory.mktemp("model"))
     assert result.test_accuracy > 0.9
     return result.model_path
 
@@ -267,7 +272,7 @@ def test_predict_needs_a_keras_model(name: str, message: str, tmp_path: Path, ca
 
 
 def test_preprocess_makes_an_mnist_digit(test_digits) -> None:
-    from mnist_sweep.predict import preprocess
+    from mnist_sweep.inference import preprocess
 
     x = test_digits[0][3]
     direct = preprocess(Image.fromarray(x))

@@ -7,7 +7,9 @@ import pytest
 
 from mnist_sweep.config import parse_sweep
 from mnist_sweep.errors import InputError
-from mnist_sweep.study import make_pruner, make_sampler, open_storage, redact, storage_url
+from mnist_sweep.paths import storage_url
+from mnist_sweep.samplers import make_pruner, make_sampler
+from mnist_sweep.storage import open_storage, redact
 
 SPACE = {"hidden_layers": {"low": 0, "high": 2}, "dropout": {"low": 0.0, "high": 0.2, "step": 0.1},
          "optimizer": ["sgd", "adam"], "epochs": 3}
@@ -88,7 +90,7 @@ def test_schema_command_writes_the_shipped_schema(tmp_path) -> None:
     import json
 
     from mnist_sweep.cli import main
-    from mnist_sweep.config import sweep_json_schema
+    from mnist_sweep.sweep_files import sweep_json_schema
 
     assert main(["schema", "-o", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == sweep_json_schema()

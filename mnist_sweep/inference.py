@@ -1,19 +1,24 @@
-"""Classify your own digit images with a model saved by ``train``.
+"""Classify digits with a trained model: image files, PIL images or MNIST-style arrays.
 
-An MLP trained on MNIST only knows MNIST's conventions, so an image is first made to look like
-an MNIST digit (:func:`preprocess`, the steps of MNIST's own normalisation): grayscale, white
-ink on black (inverted when the border is light), cropped to the digit, scaled to fit 20 x 20
-keeping its aspect ratio, placed on 28 x 28 with its centre of mass at the centre, in [0, 1].
+An MLP trained on MNIST only knows MNIST's conventions, so an image file or PIL image is first
+made to look like an MNIST digit (:func:`preprocess`, the steps of MNIST's own normalisation):
+grayscale, white ink on black (inverted when the border is light), cropped to the digit, scaled
+to fit 20 x 20 keeping its aspect ratio, placed on 28 x 28 with its centre of mass at the
+centre, in [0, 1]. Arrays are taken as MNIST images already (28 x 28, white on black: uint8
+0..255 or floats in [0, 1]) and only scaled.
 
 Example:
-    >>> model = load_model("studies/quick/model.keras")
-    >>> predict_files(model, ["seven.png"])
+    >>> predictions = predict("studies/quick/model.keras", x_test[:3])
+    >>> [(p.digit, round(p.probability, 3)) for p in predictions]
+    [(7, 0.998), (2, 0.991), (1, 0.999)]
+    >>> predict_files(load_model("studies/quick/model.keras"), ["seven.png"])
     [{'file': 'seven.png', 'digit': 7, 'probability': 0.998, 'probabilities': [...]}]
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,70 @@ def load_model(path: str | Path) -> Any:
     if shape[-1:] != (784,):
         raise InputError(f"{path}: not an MNIST model (input shape {shape}, want (None, 784))")
     return model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's class: ``digit``, its ``probability`` and all ten ``probabilities``."""
+
+    digit: int
+    probability: float
+    probabilities: tuple[float, ...]
+
+    def __getitem__(self, key: str) -> Any:
+        """``p["digit"]`` as well as ``p.digit``, like the dicts ``predict --json`` prints."""
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict(model: Any, images: Any) -> list[Prediction]:
+    """Classify ``images`` with ``model`` (a Keras model, or the path of a ``.keras`` file).
+
+    Args:
+        images: one image or a sequence of them: file paths, PIL images, or arrays in MNIST's
+            layout (28 x 28, or 784 values; uint8 0..255 or floats in [0, 1]; white on black).
+            A batch array (n x 28 x 28 or n x 784) is n images.
+
+    Returns:
+        One :class:`Prediction` per image, in order.
+
+    Raises:
+        InputError: an image that cannot be read or has the wrong shape, naming it.
+    """
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    x = np.stack([_as_input(item, i) for i, item in enumerate(_items(images))])
+    probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
+    return [Prediction(int(np.argmax(row)), float(row.max()), tuple(float(p) for p in row)) for row in probabilities]
+
+
+def _items(images: Any) -> list[Any]:
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3 or (images.ndim == 2 and images.shape[1] == _CANVAS * _CANVAS):
+            return list(images)
+        return [images]
+    return list(images)
+
+
+def _as_input(item: Any, index: int) -> np.ndarray:
+    if isinstance(item, (str, Path)):
+        try:
+            return preprocess(_open(Path(item)))
+        except InputError as err:
+            raise InputError(f"{item}: {err}") from None
+    if isinstance(item, Image.Image):
+        return preprocess(item)
+    array = np.asarray(item)
+    if array.size != _CANVAS * _CANVAS or array.ndim not in (1, 2):
+        raise InputError(f"image {index}: an array of shape {array.shape}, want 28 x 28 or 784 values")
+    scaled = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+    if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
+        raise InputError(f"image {index}: float values outside [0, 1] (uint8 arrays are scaled by 1/255)")
+    return scaled.reshape(-1)
 
 
 def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any]]:

@@ -1,0 +1,119 @@
+"""Every use of Optuna's private parts, in one place. Checked against Optuna 5.0.0.
+
+Optuna's public API cannot: claim a queued trial atomically on SQLite, find RUNNING trials
+that never sent a heartbeat, or reach a trial's storage row by id. What we need of its
+internals (``optuna.storages._rdb.models``, ``Study._storage``, ``Study._study_id``,
+``Trial._trial_id``, the cache wrapper's ``_backend``) is wrapped here; a new Optuna release is
+checked by reading this module and running ``tests/test_optuna_internals.py``.
+
+Optuna 5 keeps trial times in UTC (the ``datetime_start`` column holds naive UTC, read through
+``TrialModel._datetime_start_utc``); Optuna 4 kept local time, so 4.x is not supported
+(``pyproject.toml`` asks for ``optuna>=5.0``).
+
+Example:
+    >>> storage = ClaimingRDBStorage("sqlite:///studies/mnist_sweep.db")
+    >>> running_without_heartbeat(storage, study_id(study), started_before=utc_now())
+    []
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy.orm
+from optuna.storages._rdb import models as _models
+from optuna.trial import TrialState
+from sqlalchemy import update
+
+#: Optuna releases this module was checked against (the oldest is the floor in pyproject.toml).
+CHECKED_OPTUNA = ("5.0.0",)
+
+
+def utc_now() -> datetime.datetime:
+    """Now as Optuna 5's RDB columns store it: naive UTC."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class ClaimingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose WAITING -> RUNNING move is one conditional ``UPDATE``.
+
+    Why: a worker takes an enqueued (WAITING) trial through ``set_trial_state_values(RUNNING)``,
+    which Optuna implements as ``SELECT ... FOR UPDATE`` then a write. SQLite ignores ``FOR
+    UPDATE`` and Python's sqlite3 runs that read outside the write transaction, so two workers
+    popping at the same moment both see WAITING and both run the trial; the slower one then dies
+    with "Cannot tell a COMPLETE trial". ``UPDATE ... WHERE state = 'WAITING'`` is a
+    compare-and-set on every database: one claimer changes the row, the others change none and
+    get False, as Optuna's contract says. The start time is written in UTC, as Optuna 5 does.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        trials = _models.TrialModel.__table__  # Optuna's table, with its column types (enum, datetime)
+        claim = (update(trials)
+                 .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=utc_now()))
+        with self.engine.begin() as connection:
+            if connection.execute(claim).rowcount == 1:
+                return True
+        self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)  # finished: raises
+        return False  # another worker took it
+
+
+def running_without_heartbeat(rdb: optuna.storages.RDBStorage, study_id: int,
+                              started_before: datetime.datetime) -> list[int]:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat and started before
+    ``started_before`` (naive UTC)."""
+    with sqlalchemy.orm.Session(rdb.engine) as session:
+        rows = (session.query(_models.TrialModel.trial_id)
+                .outerjoin(_models.TrialHeartbeatModel,
+                           _models.TrialHeartbeatModel.trial_id == _models.TrialModel.trial_id)
+                .filter(_models.TrialModel.study_id == study_id,
+                        _models.TrialModel.state == TrialState.RUNNING,
+                        _models.TrialModel._datetime_start_utc < started_before,
+                        _models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all())
+    return [row[0] for row in rows]
+
+
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage object a study reads and writes through (Optuna's cache wrapper, if any)."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's row id in its storage."""
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """A trial's row id in its storage (what the storage's methods take)."""
+    return trial._trial_id
+
+
+def storage_url_of(study: optuna.Study) -> str | None:
+    """The URL of an RDB-backed study's storage, found through Optuna's cache wrapper; else None."""
+    storage: Any = study._storage
+    for _ in range(3):
+        url = getattr(storage, "url", None)
+        if isinstance(url, str):
+            return url
+        storage = getattr(storage, "_backend", None)
+    return None
+
+
+def fail_if_running(trial: optuna.Trial, reason: str) -> bool:
+    """Mark ``trial`` FAIL with ``fail_reason`` if it is still RUNNING; True when this call did it."""
+    storage, tid = trial.study._storage, trial._trial_id
+    if storage.get_trial(tid).state != TrialState.RUNNING:
+        return False
+    storage.set_trial_user_attr(tid, "fail_reason", reason)
+    try:
+        return storage.set_trial_state_values(tid, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile (another process reaped it)
+        return False
