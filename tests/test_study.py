@@ -114,3 +114,21 @@ def test_in_memory_sqlite_storage_keeps_its_tables() -> None:
     study = optuna.create_study(storage=storage)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     assert len(study.trials) == 1
+
+
+def test_a_database_error_is_input_error_with_its_cause() -> None:
+    # nothing listens on port 1: the driver's error becomes one line, and stays attached as the cause
+    pytest.importorskip("psycopg")
+    with pytest.raises(InputError, match=r"postgresql://u:\*\*\*@127\.0\.0\.1:1/x: cannot open storage") as caught:
+        open_storage("postgresql://u:secret@127.0.0.1:1/x")
+    assert caught.value.__cause__ is not None and "secret" not in str(caught.value)
+
+
+def test_a_bug_while_opening_a_storage_is_not_called_bad_input(monkeypatch, tmp_path) -> None:
+    # open_storage used to turn any exception into exit 2 ("cannot open storage") and drop it
+    def bug(self, *args, **kwargs):
+        raise ZeroDivisionError("a bug, not the user's storage")
+
+    monkeypatch.setattr("mnist_sweep.optuna_internals.ClaimingRDBStorage.__init__", bug)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        open_storage(f"sqlite:///{tmp_path / 'x.db'}")
