@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-_VERSIONED = ("mnist-sweep", "keras", "jax", "jaxlib", "tensorflow", "optuna", "numpy", "pandas", "plotly")
+_VERSIONED = ("keras", "jax", "jaxlib", "tensorflow", "optuna", "numpy", "pandas", "plotly")
 
 
 def versions() -> dict[str, str]:
@@ -62,7 +62,9 @@ def data_info(dataset: Any) -> dict[str, Any]:
 @functools.cache
 def code_info() -> dict[str, Any]:
     """The package version, and the git commit (with a dirty flag) when it runs from a checkout."""
-    info: dict[str, Any] = {"version": versions().get("mnist-sweep", "unknown")}
+    from mnist_sweep import __version__
+
+    info: dict[str, Any] = {"version": __version__}
     root = Path(__file__).resolve().parents[1]
     if (root / ".git").exists():
         try:
