@@ -11,8 +11,7 @@ Five measurements, each in fresh processes or fresh studies, all in one run:
    threshold, with the default sweep's pruner and without one (same sampler, same seeds;
    median of 3 seeds). ``--fast`` (the default) uses a data subset and a lower threshold.
 3. **Parallel scaling**: trials/hour of 1 vs 2 local workers running the same 96 enqueued
-   quick-sweep configs (about 45 s per arm: long enough that start-up, the first trials' one-off
-   compilations and the last trial's tail do not decide the figure).
+   quick-sweep configs (:mod:`mnist_sweep.bench_parallel`).
 4. **Framework overhead**: seconds per trial spent outside ``fit`` (study I/O, model build).
 5. **Anytime quality**: ``sweeps/default.yaml`` run for 15 minutes; when it first reaches 0.980
    validation accuracy and its best validation accuracy at 15 minutes.
@@ -34,12 +33,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mnist_sweep.anytime import Crossing, best_so_far, first_crossing, first_reach
+from mnist_sweep.bench_parallel import bench_parallel, log, shipped_sweep
 from mnist_sweep.flops import flop_bound_epoch_s, peak_sgemm_gflops, sgemm_gflops
 from mnist_sweep.model import TUTORIAL_MODELS
 
@@ -66,17 +63,6 @@ def _probe(path: str, backend: str, batch_size: int, epochs: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["epoch_s"])
 
 
-def _shipped(name: str) -> str:
-    """The path of a sweep shipped in the package: the bench measures those, not ./sweeps/ copies."""
-    from mnist_sweep.sweep_files import packaged_dir
-
-    return str(packaged_dir() / f"{name}.yaml")
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128, 32, 512),
                      epochs: int = 4, rounds: int = 2) -> dict[str, Any]:
     """Seconds per epoch, tutorial path vs ours, per backend and batch size, and the FLOP bound.
@@ -101,7 +87,7 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
             for key, path, backend in paths:
                 row[key] = min(row.get(key, math.inf), _probe(path, backend, batch, epochs))
         table[str(batch)] = row
-        _log(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
+        log(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
     tutorial = table["128"]["tutorial_tensorflow"]
     ours = table["128"][f"ours_{default_backend}"]
     return {
@@ -121,7 +107,7 @@ def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
                       pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from mnist_sweep.sweep_files import load_sweep
 
-    default = load_sweep(_shipped("default"))
+    default = load_sweep(shipped_sweep("default"))
     data = {"validation_size": 5000, "train_size": 10000} if fast else {}
     raw = {
         "name": f"efficiency-{seed}-{'pruned' if pruned else 'unpruned'}",
@@ -170,7 +156,7 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
             done = [t for t in study.trials if t.state.is_finished()]
             crossing = first_crossing(done, threshold)
             results[arm].append(crossing)
-            _log(f"pruning seed {seed} {arm}: {crossing.epochs} epochs, "
+            log(f"pruning seed {seed} {arm}: {crossing.epochs} epochs, "
                  f"{crossing.seconds and round(crossing.seconds)}s, {crossing.trials} trials")
 
     def median(values: list[float | None]) -> float | None:
@@ -187,77 +173,13 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
     return out
 
 
-def _parallel_sweep(path: Path, n_trials: int) -> None:
-    """The quick sweep's space with ``n_trials`` fixed configs enqueued, so 1 and 2 workers run the same work."""
-    from mnist_sweep.sweep_files import load_sweep
-
-    quick = load_sweep(_shipped("quick"))
-    rng = np.random.default_rng(0)
-    configs = [{
-        "hidden_layers": int(rng.integers(0, 3)), "units": int(rng.choice([64, 128])),
-        "dropout": round(float(rng.choice(np.arange(0, 0.6, 0.1))), 1), "optimizer": str(rng.choice(["sgd", "adam"])),
-        "batch_size": int(rng.choice([64, 128])), "epochs": int(rng.integers(1, 5)),
-        "learning_rate": float(10 ** rng.uniform(-4, -1)),
-    } for _ in range(n_trials)]
-    raw = quick.model_dump(mode="json", exclude={"source"})
-    raw.update(name="parallel", trials=n_trials, enqueue=configs, pruner={"name": "none"})
-    import yaml
-
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=storage)
-    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-    overhead = statistics.mean(t.duration.total_seconds() - t.user_attrs.get("fit_seconds", 0.0) for t in done)
-    return len(done) / span * 3600, overhead
-
-
-def bench_parallel(n_trials: int = 96) -> dict[str, Any]:
-    """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead."""
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep = Path(tmp) / "parallel.yaml"
-        _parallel_sweep(sweep, n_trials)
-        for jobs in (1, 2):
-            storage = f"sqlite:///{tmp}/jobs{jobs}.db"
-            cmd = [sys.executable, "-m", "mnist_sweep", "run", str(sweep), "--storage", storage, "--jobs", str(jobs)]
-            env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{tmp}/xla-{jobs}"}  # both arms start cold
-            cpu_before, wall_before = _children_cpu_seconds(), time.monotonic()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-            cores = (_children_cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-            if proc.returncode != 0:
-                raise RuntimeError(f"run --jobs {jobs} failed: {proc.stderr.strip().splitlines()[-1:]}")
-            rate, overhead = _trials_per_hour(storage, "parallel")
-            suffix = f"{jobs}_worker{'s' if jobs > 1 else ''}"
-            out[f"trials_per_hour_{suffix}"] = round(rate)
-            out[f"cores_busy_{suffix}"] = round(cores, 2)
-            if jobs == 1:
-                out["overhead_s_per_trial"] = round(overhead, 3)
-            _log(f"{jobs} worker(s): {rate:.0f} trials/hour, overhead {overhead:.3f}s/trial, "
-                 f"{cores:.2f} cores busy (CPU seconds / wall seconds of the run)")
-    out["two_worker_scaling"] = round(out["trials_per_hour_2_workers"] / out["trials_per_hour_1_worker"], 3)
-    return out
-
-
-def _children_cpu_seconds() -> float:
-    """User + system CPU seconds of this process's finished children (and theirs)."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, Any]:
     """Run ``sweep`` for ``seconds`` (then Ctrl-C), and read best validation accuracy against wall time."""
     import optuna
 
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/anytime.db"
-        cmd = [sys.executable, "-m", "mnist_sweep", "run", _shipped(sweep), "--storage", storage]
+        cmd = [sys.executable, "-m", "mnist_sweep", "run", shipped_sweep(sweep), "--storage", storage]
         launched = datetime.datetime.now()  # the clock Optuna stamps trials with: start-up time counts
         env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{tmp}/xla"}  # a cold start, as a new user's
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
