@@ -40,6 +40,9 @@ from mnist_sweep.bench_parallel import bench_parallel, log, shipped_sweep
 from mnist_sweep.flops import flop_bound_epoch_s, peak_sgemm_gflops, sgemm_gflops
 from mnist_sweep.model import TUTORIAL_MODELS
 
+#: The bench's parts, as ``--only`` names them.
+PARTS = ("throughput", "parallel", "pruning", "anytime")
+
 #: (key, comparison, target) — the issue's targets, printed next to each figure.
 TARGETS: list[tuple[str, str, float]] = [
     ("epoch_speedup_vs_tutorial", ">=", 1.8),
@@ -205,7 +208,7 @@ def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, A
     }
 
 
-def run_bench(fast: bool = True, parts: Sequence[str] = ("throughput", "pruning", "parallel", "anytime"),
+def run_bench(fast: bool = True, parts: Sequence[str] = PARTS,
               anytime_seconds: float = 900.0) -> dict[str, Any]:
     """Every measurement in one run; returns one flat-ish dict (nested tables under their own keys)."""
     import importlib.util

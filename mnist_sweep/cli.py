@@ -58,10 +58,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure epoch speed, pruning efficiency, parallel scaling, overhead and anytime quality."""
-    from mnist_sweep.bench import format_table, run_bench
+    from mnist_sweep.bench import PARTS, format_table, run_bench
 
-    results = run_bench(fast=not args.full, parts=args.only or ("throughput", "parallel", "pruning", "anytime"),
-                        anytime_seconds=args.anytime_seconds)
+    results = run_bench(fast=not args.full, parts=args.only or PARTS, anytime_seconds=args.anytime_seconds)
     if args.output:
         from pathlib import Path
 

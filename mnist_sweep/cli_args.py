@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+BENCH_PARTS = ("throughput", "parallel", "pruning", "anytime")  # bench.PARTS; a test keeps them equal
+
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", metavar="URL",
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     bench.add_argument("--full", action="store_true",
                        help="pruning efficiency on the full data at 0.980 (default: --fast, a subset at 0.965)")
-    bench.add_argument("--only", nargs="+", choices=["throughput", "parallel", "pruning", "anytime"],
+    bench.add_argument("--only", nargs="+", choices=BENCH_PARTS,
                        help="run only these parts")
     bench.add_argument("--anytime-seconds", type=float, default=900.0, metavar="S",
                        help="how long the default sweep runs for the anytime figures (default 900)")

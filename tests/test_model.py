@@ -62,3 +62,17 @@ def test_per_layer_units() -> None:
     params = {"hidden_layers": 3, "units": 64, "units_l0": 256, "units_l1": 128}
     assert layer_widths(params) == [256, 128, 64]
     assert _dense_units(build_model(params)) == [256, 128, 64, 10]
+
+
+def test_option_lists_have_one_source() -> None:
+    # the sweep-file validation, the factory's Keras classes and their default learning rates agree
+    from mnist_sweep.bench import PARTS
+    from mnist_sweep.cli_args import BENCH_PARTS
+    from mnist_sweep.model import _OPTIMIZER_CLASSES
+    from mnist_sweep.space import DEFAULT_PARAMS, OPTIMIZERS, SearchSpace
+
+    assert set(_OPTIMIZER_CLASSES) == set(OPTIMIZERS) == set(KERAS_DEFAULT_LR)
+    assert BENCH_PARTS == PARTS
+    space = SearchSpace()  # an axis left out is fixed at the tutorial's model 4, the factory's defaults
+    assert {name: axis.value for name, axis in space.axes().items()} == DEFAULT_PARAMS
+    assert {k: DEFAULT_PARAMS[k] for k in TUTORIAL_MODELS[3]} == TUTORIAL_MODELS[3]
