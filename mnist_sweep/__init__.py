@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from mnist_sweep.version import __version__
 
 #: Public name -> the module that defines it.
 _API: dict[str, str] = {

@@ -62,7 +62,7 @@ def data_info(dataset: Any) -> dict[str, Any]:
 @functools.cache
 def code_info() -> dict[str, Any]:
     """The package version, and the git commit (with a dirty flag) when it runs from a checkout."""
-    from mnist_sweep import __version__
+    from mnist_sweep.version import __version__
 
     info: dict[str, Any] = {"version": __version__}
     root = Path(__file__).resolve().parents[1]
