@@ -86,7 +86,7 @@ class EpochProgress:
 
     Args:
         mode: ``auto`` (terminal, notebook or plain, from where the output goes), or one of
-            ``terminal``, ``notebook``, ``plain``, ``off``.
+            ``terminal``, ``notebook``, ``plain``, ``off`` (shows nothing).
         plain_every: seconds between two plain lines of one trial.
     """
 
@@ -112,6 +112,8 @@ class EpochProgress:
 
     def update(self, trial: Any, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         """After epoch ``epoch`` (0-based) of ``epochs`` of ``trial``: show where it stands."""
+        if self.mode == "off":
+            return
         now = time.monotonic()
         if trial.number != self._trial:
             self.start(trial)

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -99,7 +100,8 @@ def run(
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = load_dataset(sweep.data)
     provenance = collect(dataset, backend)
-    say = _printer(out, progress != "off")
+    shown = progress != "off"
+    say = _printer(out, shown)
     header = (f"sweep {sweep.name}: study '{name}' in {redact(url)}, target {sweep.trials} trials; "
               f"data {dataset.describe()}; backend {backend}")
     start = time.monotonic()
@@ -109,7 +111,7 @@ def run(
         else:
             say(header)
             freeze_long_lived_objects()
-            epochs = EpochProgress(progress if progress != "auto" or worker_id == 0 else "plain", out=out)
+            epochs = EpochProgress(progress, out=out)
             running: dict[str, Any] = {}
 
             def started(trial: optuna.Trial) -> None:
@@ -119,24 +121,20 @@ def run(
             try:
                 study = run_sweep(
                     sweep, url, study_name=name, dataset=dataset, worker=worker_id, provenance=provenance,
-                    on_trial=TrialLines(sweep.trials, out=out, before=epochs.clear) if progress != "off" else None,
-                    on_start=started, on_epoch=epochs.update if progress != "off" else None,
-                    should_stop=stop.received)
+                    on_trial=TrialLines(sweep.trials, out=out, before=epochs.clear) if shown else None,
+                    on_start=started, on_epoch=epochs.update, should_stop=stop.received)
                 if stop.received():
                     raise stop.exception()
             except KeyboardInterrupt as err:
-                epochs.clear()
                 raise _interrupted(running.get("trial"), err, stop, name, url) from None
             finally:
                 epochs.clear()
-    if progress != "off":
+    if shown:
         print_summary(study, time.monotonic() - start, out)
     return study
 
 
 def _printer(out: TextIO | None, enabled: bool) -> Any:
-    import sys
-
     def say(line: str) -> None:
         if enabled:
             print(line, file=out or sys.stdout, flush=True)
@@ -158,7 +156,7 @@ def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopS
         try:
             fail_if_running(trial, f"interrupted ({type(err).__name__})")
         except Exception as cleanup_err:  # noqa: BLE001 - best effort on the way out, and said so
-            print(f"warning: could not mark trial {trial.number} failed: {cleanup_err}")
+            print(f"warning: could not mark trial {trial.number} failed: {cleanup_err}", file=sys.stderr)
     signum = signal.SIGTERM if stop.terminated(err) else signal.SIGINT
     return SweepInterrupted(f"interrupted: study '{name}' in {redact(url)}; run the same sweep again to resume",
                             study=study, signal=signum)
@@ -192,7 +190,7 @@ def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: di
     bad = [(i, code) for i, code in enumerate(result.codes, start=1) if code != 0]
     for i, code in bad:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        print(f"warning: worker {i} {how}", flush=True)
+        print(f"warning: worker {i} {how}", file=sys.stderr, flush=True)
     if bad and done < sweep.trials:
         message = f"study '{name}': target not reached ({done}/{sweep.trials}): workers failed"
         if all(code == InputError.exit_code for _, code in bad):
