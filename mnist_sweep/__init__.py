@@ -41,6 +41,7 @@ _API: dict[str, str] = {
     "FinalModel": "mnist_sweep.retrain",
     "load_model": "mnist_sweep.inference",
     "predict": "mnist_sweep.inference",
+    "predict_files": "mnist_sweep.inference",
     "Prediction": "mnist_sweep.inference",
     "InputError": "mnist_sweep.errors",
     "SweepFailed": "mnist_sweep.errors",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from mnist_sweep.errors import InputError, SweepFailed, SweepInterrupted
     from mnist_sweep.export import best_config, export_best
     from mnist_sweep.figures import report_figures
-    from mnist_sweep.inference import Prediction, load_model, predict
+    from mnist_sweep.inference import Prediction, load_model, predict, predict_files
     from mnist_sweep.report import write_report
     from mnist_sweep.retrain import FinalModel, train_final
     from mnist_sweep.runner import run

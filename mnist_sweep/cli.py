@@ -153,12 +153,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify digit images with a trained model; exit 2 if any file could not be read."""
+    import mnist_sweep as ms
     from mnist_sweep.settings import prepare_process
 
     prepare_process("auto")
-    from mnist_sweep.inference import load_model, predict_files
-
-    results = predict_files(load_model(args.model), args.images)
+    results = ms.predict_files(args.model, args.images)
     if args.json:
         print(json.dumps(results, indent=2))
     for r in results:

@@ -148,12 +148,15 @@ def _as_input(item: Any, index: int) -> np.ndarray:
 
 
 def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Classify each image file; a file that cannot be read gets an ``error`` entry instead.
+    """Classify each image file; a file that cannot be read gets an ``error`` entry instead
+    (what ``predict FILE...`` prints). ``model`` is a Keras model or a ``.keras`` path.
 
     Returns:
         One dict per path, in order: ``file``, then ``digit``, ``probability`` and
         ``probabilities`` (10 floats), or ``error`` (one line).
     """
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
     results: list[dict[str, Any]] = []
     inputs: list[np.ndarray] = []
     for path in paths:

@@ -86,13 +86,8 @@ def build_model(
         sparse categorical cross-entropy, accuracy.
 
     Every hidden layer gets its dropout layer, at rate 0 too (an exact identity): the rate is an
-    input of the compiled step, so a sweep over dropout in [0, 0.5] compiles one program per
-    structure instead of two, and a new program (about 0.75 CPU-seconds) costs a short trial more
-    than its training (bench's 48 quick configs: 18 train programs instead of 24; 1 worker
-    5600-6000 -> 6200-6850 trials/hour). The price is the mask computed at rate 0: a 2 x 128
-    epoch on 48,000 images takes 0.34 s instead of 0.31 s, at 512 units no measurable time. A
-    run-time branch around the mask (``ops.cond``) removes that, but made every program 16%
-    dearer to compile, which costs the sweeps more.
+    input of the compiled step, so a sweep over dropout compiles one program per structure
+    instead of two (the measurements behind this are in the README's Performance section).
     """
     import keras
 
