@@ -68,6 +68,9 @@ def load_model(path: str | Path) -> Any:
         raise InputError(f"{path}: not a .keras model file (want the model.keras that 'train' saves)")
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
+    from mnist_sweep.settings import use_backend
+
+    use_backend("auto")  # a fresh process (a notebook that only predicts) gets the fast backend too
     import keras
 
     import mnist_sweep.layers  # noqa: F401 - registers the custom layers the saved model names
