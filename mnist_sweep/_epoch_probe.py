@@ -8,7 +8,9 @@ functions never leak between measurements.
   ``model.fit(x, y, validation_split=0.2)`` on float32 numpy (60,000 images: 48,000 train,
   12,000 validation), Adam, no other settings.
 - ``ours``: the same model from :func:`mnist_sweep.model.build_model`, trained by
-  :func:`mnist_sweep.training.fit` on the same 48,000 + 12,000 images, with the sweep defaults.
+  :func:`mnist_sweep.training.fit` on the same 48,000 + 12,000 images, with the sweep defaults;
+- ``augmented``: ``ours`` with the training batches randomly shifted, rotated and scaled
+  (:data:`AUGMENTATION`), to price augmentation per epoch.
 
 The figure is the fastest epoch after the first (the first one includes tracing/compiling).
 """
@@ -48,14 +50,22 @@ def _tutorial(batch_size: int, epochs: int) -> list[float]:
     return seconds
 
 
-def _ours(batch_size: int, epochs: int) -> list[float]:
+#: The augmentation whose cost the bench prices: shifts of 2 pixels, 10 degrees, 10% scaling.
+AUGMENTATION = {"augment_shift": 2.0, "augment_rotation": 10.0, "augment_scale": 0.1}
+
+
+def _augmented(batch_size: int, epochs: int) -> list[float]:
+    return _ours(batch_size, epochs, AUGMENTATION)
+
+
+def _ours(batch_size: int, epochs: int, extra: dict[str, float] | None = None) -> list[float]:
     from mnist_sweep.config import DataConfig, TrainingConfig
     from mnist_sweep.data import load_dataset
     from mnist_sweep.model import TUTORIAL_MODELS, build_model
     from mnist_sweep.training import fit, fresh_keras
 
     ds = load_dataset(DataConfig(validation_size=12000))
-    params = {**TUTORIAL_MODELS[3], "batch_size": batch_size, "epochs": epochs}
+    params = {**TUTORIAL_MODELS[3], **(extra or {}), "batch_size": batch_size, "epochs": epochs}
     fresh_keras(seed=0)
     model = build_model(params, steps_per_execution=TrainingConfig().steps_per_execution)
     result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs)
@@ -64,7 +74,7 @@ def _ours(batch_size: int, epochs: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m mnist_sweep._epoch_probe")
-    parser.add_argument("path", choices=["tutorial", "ours"])
+    parser.add_argument("path", choices=["tutorial", "ours", "augmented"])
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
@@ -72,7 +82,8 @@ def main() -> None:
     from mnist_sweep.settings import use_backend
 
     backend = use_backend(args.backend)
-    seconds = (_tutorial if args.path == "tutorial" else _ours)(args.batch_size, args.epochs)
+    probe = {"tutorial": _tutorial, "ours": _ours, "augmented": _augmented}[args.path]
+    seconds = probe(args.batch_size, args.epochs)
     print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,
                       "epoch_s": min(seconds[1:] or seconds), "epoch_seconds": seconds}))
 

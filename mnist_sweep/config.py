@@ -194,8 +194,8 @@ class SweepConfig(Frozen):
 
     def fingerprint(self) -> str:
         """What a resumed study must share with the sweep that created it: space, data, direction."""
-        space = self.space.model_dump(mode="json", exclude={"layer_units"} if self.space.layer_units is None else None)
-        payload = {"space": space, "data": self.data.model_dump(mode="json"), "direction": "maximize"}
+        payload = {"space": self.space.fingerprint_dump(), "data": self.data.model_dump(mode="json"),
+                   "direction": "maximize"}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -71,6 +71,70 @@ class VariableDropout(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_sweep")
+class RandomAffine(keras.layers.Layer):
+    """Random shift, rotation and scaling of each training image; identity at inference.
+
+    Takes flattened square images (``n x side*side``, MNIST's ``n x 784``) and returns them in the
+    same layout, each warped by its own transform drawn per step: a shift of up to ``shift``
+    pixels along each axis, a rotation of up to ``rotation`` degrees either way and a scaling by
+    a factor in ``1 +- scale``, about the image's centre, with bilinear interpolation and black
+    (0) outside. The three magnitudes are weights, inputs of the compiled step like
+    :class:`VariableDropout`'s rate, so trials that differ only in them share one program.
+
+    Args:
+        shift: largest shift in pixels (>= 0).
+        rotation: largest rotation in degrees (>= 0).
+        scale: largest relative change of size, in [0, 1).
+        seed: seed of the transforms; ``None`` draws from Keras's global seed generator.
+    """
+
+    def __init__(self, shift: float = 0.0, rotation: float = 0.0, scale: float = 0.0, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if min(shift, rotation, scale) < 0 or scale >= 1:
+            raise ValueError(f"augmentation needs shift >= 0, rotation >= 0, 0 <= scale < 1; got "
+                             f"shift={shift}, rotation={rotation}, scale={scale}")
+        self.shift, self.rotation, self.scale = float(shift), float(rotation), float(scale)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape: Any) -> None:
+        side = int(round(float(input_shape[-1]) ** 0.5))
+        if side * side != input_shape[-1]:
+            raise ValueError(f"RandomAffine wants flattened square images, got {input_shape[-1]} values")
+        self.side = side
+        self._magnitudes = self.add_weight(
+            shape=(3,), initializer=keras.initializers.Constant([self.shift, np.deg2rad(self.rotation), self.scale]),
+            trainable=False, name="magnitudes")
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training:
+            return inputs
+        ops = keras.ops
+        n, side = ops.shape(inputs)[0], self.side
+        if keras.backend.backend() == "jax":
+            u = _hash_uniform(self.seed_generator.next(), (inputs.shape[0], 4), inputs.dtype) * 2.0 - 1.0
+        else:
+            u = keras.random.uniform((n, 4), minval=-1.0, maxval=1.0, dtype=inputs.dtype, seed=self.seed_generator)
+        magnitudes = ops.cast(self._magnitudes, inputs.dtype)
+        angle, zoom = u[:, 0:1] * magnitudes[1], 1.0 + u[:, 1:2] * magnitudes[2]
+        dx, dy = u[:, 2:3] * magnitudes[0], u[:, 3:4] * magnitudes[0]
+        cos, sin = ops.cos(angle) / zoom, ops.sin(angle) / zoom
+        centre = (side - 1) / 2.0
+        rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
+        r, c = rows[None] - centre, cols[None] - centre
+        # each output pixel samples the input at centre + M (p - centre) - d, M a scaled rotation
+        return _bilinear(inputs, centre + sin * c + cos * r - dy, centre + cos * c - sin * r - dx, side)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "shift": self.shift, "rotation": self.rotation, "scale": self.scale,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mnist_sweep")
 class NumpyGlorotUniform(keras.initializers.Initializer):
     """Glorot (Xavier) uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)), drawn by NumPy.
 
@@ -90,6 +154,26 @@ class NumpyGlorotUniform(keras.initializers.Initializer):
 
     def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
+
+
+def _bilinear(images: Any, src_rows: Any, src_cols: Any, side: int) -> Any:
+    """Flattened ``side x side`` images sampled at (``src_rows``, ``src_cols``) per output pixel,
+    bilinearly, 0 outside: the images get a border of zeros, so every corner of every sample is a
+    plain index into it, and four batched gathers do the rest. Why not
+    ``keras.ops.image.affine_transform``: on JAX it took 4.0 ms per batch of 128 here against
+    0.44 ms for this, more than the tutorial's model 4 spends on its forward and backward pass."""
+    ops = keras.ops
+    padded_side = side + 2
+    padded = ops.reshape(ops.pad(ops.reshape(images, (-1, side, side)), [[0, 0], [1, 1], [1, 1]]),
+                         (-1, padded_side * padded_side))
+    top, left = ops.clip(ops.floor(src_rows), -1, side - 1), ops.clip(ops.floor(src_cols), -1, side - 1)
+    down, right = ops.clip(src_rows - top, 0, 1), ops.clip(src_cols - left, 0, 1)
+    corner = ops.cast((top + 1) * padded_side + left + 1, "int32")
+    out = ops.zeros_like(images)
+    for offset, weight in ((0, (1 - down) * (1 - right)), (1, (1 - down) * right),
+                           (padded_side, down * (1 - right)), (padded_side + 1, down * right)):
+        out = out + weight * ops.take_along_axis(padded, corner + offset, axis=1)
+    return out
 
 
 def _lowbias32(x: Any) -> Any:

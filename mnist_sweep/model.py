@@ -81,7 +81,8 @@ def build_model(
         steps_per_execution: batches per compiled call (speed only).
 
     Returns:
-        A compiled ``keras.Sequential``: 784 inputs, ``hidden_layers`` Dense layers (each
+        A compiled ``keras.Sequential``: 784 inputs, randomly shifted, rotated and scaled during
+        training when an ``augment_*`` param is above 0, ``hidden_layers`` Dense layers (each
         optionally batch-normalised, then activated, then dropped out), 10 softmax outputs,
         sparse categorical cross-entropy, accuracy.
 
@@ -91,13 +92,16 @@ def build_model(
     """
     import keras
 
-    from mnist_sweep.layers import NumpyGlorotUniform, VariableDropout
+    from mnist_sweep.layers import NumpyGlorotUniform, RandomAffine, VariableDropout
 
     def dense(width: int, **kwargs: Any) -> Any:
         return keras.layers.Dense(width, kernel_initializer=NumpyGlorotUniform(), **kwargs)
 
     p = resolve_params(params)
     layers: list[Any] = [keras.Input(shape=(784,))]
+    augment = {k: float(p[f"augment_{k}"]) for k in ("shift", "rotation", "scale")}
+    if any(augment.values()):  # training batches only: the layer is an identity at inference
+        layers.append(RandomAffine(**augment))
     if float(p["input_dropout"]) > 0:
         layers.append(VariableDropout(float(p["input_dropout"])))
     for width in layer_widths(p):
@@ -120,8 +124,10 @@ def build_model(
 
 def count_params(model: Any) -> int:
     """Parameters of the network (weights, biases, batch-norm statistics), as Keras's
-    ``count_params`` counts them, minus the dropout rates that :class:`~mnist_sweep.layers.VariableDropout`
-    keeps as weights (a plain ``Dropout`` has none)."""
-    from mnist_sweep.layers import VariableDropout
+    ``count_params`` counts them, minus the dropout rates and augmentation magnitudes that
+    :class:`~mnist_sweep.layers.VariableDropout` and :class:`~mnist_sweep.layers.RandomAffine` keep
+    as weights (a plain ``Dropout`` has none)."""
+    from mnist_sweep.layers import RandomAffine, VariableDropout
 
-    return int(sum(layer.count_params() for layer in model.layers if not isinstance(layer, VariableDropout)))
+    data_only = (VariableDropout, RandomAffine)
+    return int(sum(layer.count_params() for layer in model.layers if not isinstance(layer, data_only)))

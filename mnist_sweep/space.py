@@ -42,7 +42,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "batch_norm": False,
     "input_dropout": 0.0,
     "weight_decay": 0.0,
+    "augment_shift": 0.0,
+    "augment_rotation": 0.0,
+    "augment_scale": 0.0,
 }
+
+#: Axes added after studies already existed: left at their defaults they stay out of a study's
+#: fingerprint, so those studies still resume.
+LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale")
 
 #: Axes whose values are whole numbers (suggested with ``suggest_int``), per-layer widths included.
 INT_AXES = frozenset({"hidden_layers", "units", "batch_size", "epochs"})
@@ -163,6 +170,9 @@ BatchSize = Annotated[int, Field(ge=1, le=65536)]
 Epochs = Annotated[int, Field(ge=1, le=10000)]
 LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
 WeightDecay = Annotated[float, Field(ge=0.0, le=1.0)]
+ShiftPixels = Annotated[float, Field(ge=0.0, le=8.0)]
+RotationDegrees = Annotated[float, Field(ge=0.0, le=45.0)]
+ScaleFraction = Annotated[float, Field(ge=0.0, lt=0.5)]
 
 _D = DEFAULT_PARAMS
 
@@ -184,6 +194,15 @@ class SearchSpace(Frozen):
     batch_norm: Choice[bool] = Choice[bool](value=_D["batch_norm"])
     input_dropout: Axis[Rate] = Axis[Rate](value=_D["input_dropout"])
     weight_decay: Axis[WeightDecay] = Axis[WeightDecay](value=_D["weight_decay"])
+    augment_shift: Axis[ShiftPixels] = Field(
+        default=Axis[ShiftPixels](value=_D["augment_shift"]),
+        description="training images only: random shift of up to this many pixels along each axis")
+    augment_rotation: Axis[RotationDegrees] = Field(
+        default=Axis[RotationDegrees](value=_D["augment_rotation"]),
+        description="training images only: random rotation of up to this many degrees either way")
+    augment_scale: Axis[ScaleFraction] = Field(
+        default=Axis[ScaleFraction](value=_D["augment_scale"]),
+        description="training images only: random scaling by a factor in 1 +- this")
     per_layer_units: bool = Field(
         default=False, description="search units_l0, units_l1, ... per hidden layer instead of one shared width"
     )
@@ -194,7 +213,8 @@ class SearchSpace(Frozen):
 
     _shorthand_all = field_validator(
         "hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate",
-        "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", mode="before",
+        "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", "augment_shift",
+        "augment_rotation", "augment_scale", mode="before",
     )(lambda v: _shorthand_axis(v) if v is not None else v)
 
     @model_validator(mode="after")
@@ -221,6 +241,12 @@ class SearchSpace(Frozen):
         if self.layer_units is not None and index < len(self.layer_units):
             return Axis[Units](value=self.layer_units[index])
         return self.units
+
+    def fingerprint_dump(self) -> dict[str, Any]:
+        """The space as a study's fingerprint holds it: :data:`LATER_AXES` left out while at their defaults."""
+        default = SearchSpace()
+        unchanged = {k for k in LATER_AXES if getattr(self, k) == getattr(default, k)}
+        return self.model_dump(mode="json", exclude=unchanged)
 
     def axis_of(self, param: str) -> Choice[Any] | None:
         """The axis a trial param comes from (``units_l2`` -> its layer axis), or None if unknown."""

@@ -94,3 +94,94 @@ def test_dropout_at_rate_zero_is_an_exact_identity_in_training() -> None:
     x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
     out = np.asarray(VariableDropout(0.0, seed=3)(x, training=True))
     assert np.array_equal(out, x)
+
+
+def _digit_batch(n: int) -> np.ndarray:
+    """``n`` copies of a 28 x 28 image with one bright 6 x 6 square in the middle, flattened."""
+    image = np.zeros((28, 28), dtype="float32")
+    image[11:17, 11:17] = 1.0
+    return np.tile(image.reshape(1, -1), (n, 1))
+
+
+def _centre_of_mass(flat: np.ndarray) -> np.ndarray:
+    images = flat.reshape(-1, 28, 28)
+    rows, cols = np.indices((28, 28))
+    total = images.sum(axis=(1, 2))
+    return np.stack([(images * rows).sum(axis=(1, 2)) / total, (images * cols).sum(axis=(1, 2)) / total], axis=1)
+
+
+def test_augmentation_only_touches_training_batches() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import RandomAffine
+
+    x = _digit_batch(64)
+    layer = RandomAffine(shift=2.0, rotation=10.0, scale=0.1, seed=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)  # validation, test
+    still = RandomAffine(seed=0)  # all magnitudes 0: the identity warp samples each pixel exactly
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(still(x, training=True)), x, atol=1e-6)
+
+
+def test_shifts_move_each_image_by_up_to_the_given_pixels() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import RandomAffine
+
+    x = _digit_batch(256)
+    layer = RandomAffine(shift=2.0, seed=3)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    moved = _centre_of_mass(out) - _centre_of_mass(x)
+    assert np.abs(moved).max() <= 2.0 + 1e-4  # never further than the bound, on either axis
+    assert np.abs(moved).max() > 1.5 and np.std(moved[:, 0]) > 0.5  # and each image its own way
+    np.testing.assert_allclose(out.sum(axis=1), x.sum(axis=1), rtol=1e-4)  # the square stays whole inside
+    again = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert not np.allclose(again, out)  # a new draw at every step
+
+
+def test_rotation_and_scaling_keep_the_centre_and_change_the_size() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import RandomAffine
+
+    x = _digit_batch(256)
+    out = keras.ops.convert_to_numpy(RandomAffine(rotation=20.0, scale=0.3, seed=5)(x, training=True))
+    np.testing.assert_allclose(_centre_of_mass(out), _centre_of_mass(x), atol=0.05)  # about the centre
+    ink = out.sum(axis=1) / x.sum(axis=1)  # area grows with the square of the scale
+    assert 0.4 < ink.min() < 0.8 and 1.2 < ink.max() < 1.8  # factors 0.7 to 1.3, on a grid of pixels
+
+
+def test_augmented_models_share_one_program_and_save_their_magnitudes(tmp_path) -> None:
+    use_backend()
+    from mnist_sweep.inference import load_model
+    from mnist_sweep.layers import RandomAffine
+
+    plain = build_model({"hidden_layers": 1, "units": 16})
+    model = build_model({"hidden_layers": 1, "units": 16, "augment_shift": 2, "augment_rotation": 8})
+    assert not any(isinstance(layer, RandomAffine) for layer in plain.layers)
+    assert count_params(model) == count_params(plain)  # the magnitudes are not parameters
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = load_model(path)
+    layer = next(layer for layer in loaded.layers if isinstance(layer, RandomAffine))
+    assert (layer.shift, layer.rotation, layer.scale) == (2.0, 8.0, 0.0)
+    x = np.random.default_rng(0).random((5, 784), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_an_augmented_model_trains_and_validates_on_untouched_images(tiny_dataset) -> None:
+    use_backend()
+    from mnist_sweep.training import fit, fresh_keras
+
+    fresh_keras(0)
+    model = build_model({"hidden_layers": 1, "units": 64, "epochs": 2, "augment_shift": 2.0, "augment_rotation": 10.0,
+                         "augment_scale": 0.1})
+    ds = tiny_dataset
+    result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=128, epochs=2)
+    assert result.history["val_accuracy"][-1] > 0.6  # it learns from warped digits
+    # validation and test images are never warped: evaluating twice gives the same figures
+    first = model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)
+    again = model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)
+    assert first == again and first["accuracy"] == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
