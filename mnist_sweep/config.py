@@ -158,6 +158,13 @@ class TrainingConfig(Frozen):
     )
 
 
+class KeepConfig(Frozen):
+    """Which trained models a study keeps (as Optuna artifacts), so none has to be retrained to be used."""
+
+    models: int = Field(default=3, ge=0, le=1000, description="keep the models of the best K COMPLETE trials "
+                        "by validation accuracy (the weights of each one's best epoch); 0 keeps none")
+
+
 class Provenance(Frozen):
     """Where an exported config came from."""
 
@@ -188,6 +195,7 @@ class SweepConfig(Frozen):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="trials to run first")
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     training: TrainingConfig = TrainingConfig()
+    keep: KeepConfig = KeepConfig()
     source: Provenance | None = Field(default=None, description="set by 'export'")
 
     _named = field_validator("sampler", "pruner", mode="before")(_named)
@@ -258,8 +266,8 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
 
 
 def _known_keys() -> set[str]:
-    models = [SweepConfig, SearchSpace, Axis, Choice, DataConfig, HeartbeatConfig, TrainingConfig, Provenance,
-              TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
+    models = [SweepConfig, SearchSpace, Axis, Choice, DataConfig, HeartbeatConfig, TrainingConfig, KeepConfig,
+              Provenance, TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
     return {name for model in models for name in model.model_fields}
 
 

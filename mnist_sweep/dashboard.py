@@ -1,7 +1,8 @@
 """optuna-dashboard on the project's storage: live trials, learning curves, importances in a browser.
 
 optuna-dashboard reads the same storage the sweeps write, so it can watch a running sweep: our
-per-epoch validation accuracies are Optuna intermediate values and show as learning curves.
+per-epoch validation accuracies are Optuna intermediate values and show as learning curves, and
+each trial's kept model (:mod:`mnist_sweep.kept_models`) is listed, downloadable, on its page.
 It has no authentication and its UI can delete studies, so it listens on loopback by default;
 any other host gets a warning.
 
@@ -60,7 +61,9 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: Text
 
     out = out or sys.stdout
     storage = open_storage(storage_url, create=False)
-    app = optuna_dashboard.wsgi(storage)
+    from mnist_sweep.kept_models import storage_artifact_store
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=storage_artifact_store(storage))
     server_class = _Server6 if ":" in host else _Server
     try:
         httpd = make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler)

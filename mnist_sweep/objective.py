@@ -32,6 +32,7 @@ import optuna
 
 from mnist_sweep.config import SweepConfig
 from mnist_sweep.data import Dataset
+from mnist_sweep.kept_models import keep_model
 from mnist_sweep.model import build_model, count_params
 from mnist_sweep.space import Axis, SearchSpace, is_int_axis, layer_units_name
 from mnist_sweep.training import fit, fresh_keras
@@ -170,19 +171,22 @@ class Objective:
                 self.on_epoch(trial, epoch, epochs, metrics)
             return epoch + 1 < epochs and trial.should_prune()  # the last epoch is paid for: keep it
 
+        keep = self.sweep.keep.models
         fit_start = time.perf_counter()
-        result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
-                     batch_size=batch_size, epochs=epochs, on_epoch=report, drop_remainder=True)
+        result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs,
+                     on_epoch=report, drop_remainder=True, keep_best=keep > 0)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - fit_start, 4))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
         trial.set_user_attr("epochs_run", result.epochs_run)
         if result.epoch_seconds:
             trial.set_user_attr("seconds_per_epoch", round(statistics.median(result.epoch_seconds), 4))
-        del model
         if result.diverged:
             trial.set_user_attr("fail_reason", result.stop_reason)
             raise optuna.TrialPruned(result.stop_reason)
         if result.stop_reason is not None:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
-        return max(v for v in result.history["val_accuracy"] if math.isfinite(v))
+        value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
+        if result.best_weights is not None:
+            keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value, keep)
+        return value

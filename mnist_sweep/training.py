@@ -37,6 +37,8 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
     stop_reason: str | None = None  # None: ran all epochs; "diverged: ..." or "stopped by hook"
+    best_weights: list[np.ndarray] | None = None  # with keep_best: the weights of the best validation epoch
+    best_epoch: int | None = None  # 1-based
 
     @property
     def epochs_run(self) -> int:
@@ -95,7 +97,7 @@ def validation_batch_size(n: int, batch_size: int, largest: int = 1024) -> int:
     return top
 
 
-def _callback(result: FitResult, on_epoch: EpochHook | None) -> Any:
+def _callback(result: FitResult, on_epoch: EpochHook | None, keep_best: bool = False) -> Any:
     import keras
 
     class _Recorder(keras.callbacks.Callback):
@@ -108,6 +110,10 @@ def _callback(result: FitResult, on_epoch: EpochHook | None) -> Any:
             for key, value in metrics.items():
                 result.history.setdefault(key, []).append(value)
             loss = metrics.get("loss", 0.0)
+            value = metrics.get("val_accuracy", -math.inf)
+            if keep_best and math.isfinite(value) and value > max(result.history["val_accuracy"][:-1], default=-1.0):
+                result.best_weights = [np.array(w) for w in self.model.get_weights()]  # a copy: training goes on
+                result.best_epoch = epoch + 1
             if not math.isfinite(loss) or loss > DIVERGED_LOSS:
                 result.stop_reason = f"diverged: loss is {loss:.4g} at epoch {epoch + 1}"
                 self.model.stop_training = True
@@ -130,12 +136,16 @@ def fit(
     on_epoch: EpochHook | None = None,
     verbose: int = 0,
     drop_remainder: bool = False,
+    keep_best: bool = False,
 ) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs; validate after each one when ``x_val`` is given.
 
     ``drop_remainder`` leaves out the last ``len(x) % batch_size`` images (fewer than one batch;
     the split is already shuffled): a partial last batch is a second shape that XLA compiles
     again, about 0.4 s per trial, which a sweep of short trials pays hundreds of times.
+
+    ``keep_best`` keeps a copy of the weights of the epoch with the best validation accuracy
+    (``result.best_weights``, ``result.best_epoch``), so that model can be kept without retraining.
     """
     result = FitResult()
     if drop_remainder and len(x) > batch_size:
@@ -145,6 +155,6 @@ def fit(
     model.fit(
         x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
         validation_batch_size=validation_batch_size(len(x_val), batch_size) if x_val is not None else None,
-        callbacks=[_callback(result, on_epoch)], verbose=verbose, shuffle=True,
+        callbacks=[_callback(result, on_epoch, keep_best and x_val is not None)], verbose=verbose, shuffle=True,
     )
     return result

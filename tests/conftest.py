@@ -38,6 +38,13 @@ TINY_SWEEP: dict[str, Any] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path: Path, monkeypatch) -> None:
+    """Every test runs in its own folder: what sweeps write beside them (studies/<study>/artifacts,
+    exports, models, reports) never lands in the repository or in another test's way."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def write_sweep(tmp_path: Path):
     """Write a sweep YAML (TINY_SWEEP updated with ``changes``) and return its path."""

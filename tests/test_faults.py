@@ -43,7 +43,7 @@ def _states(url: str, name: str = "tiny") -> dict[str, int]:
 
 def _start(args: list[str], **kwargs) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=REPO, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 

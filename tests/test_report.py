@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, TINY_SWEEP
+from conftest import TINY_SWEEP
 from optuna.trial import TrialState
 
 from mnist_sweep.cli import main
@@ -202,7 +202,7 @@ def _get_json(url: str) -> dict:
 def test_dashboard_serves_the_study_and_stops_on_ctrl_c(study_url: str) -> None:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", "dashboard", "--storage", study_url,
-                             "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         deadline, studies = time.monotonic() + 60, None

@@ -1,0 +1,115 @@
+"""Trained models kept per trial: the best K, as Optuna artifacts, with the weights of their best epoch."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import TINY_SWEEP
+from optuna.artifacts import get_all_artifact_meta
+
+import mnist_sweep as ms
+from mnist_sweep.kept_models import artifact_dir, kept_models, load_kept_model
+from mnist_sweep.optuna_internals import study_storage
+from mnist_sweep.study import run_sweep
+
+SPACE = {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64], "epochs": 3}
+
+
+def _sweep(trials: int, k: int, **changes) -> ms.SweepConfig:
+    return ms.sweep_from_dict({**TINY_SWEEP, "trials": trials, "space": SPACE, "keep": {"models": k}, **changes})
+
+
+@pytest.fixture(scope="module")
+def kept_study(tmp_path_factory, tiny_dataset) -> optuna.Study:
+    folder = tmp_path_factory.mktemp("kept")
+    import os
+
+    here = os.getcwd()
+    os.chdir(folder)  # the artifact folder goes under studies/ where the sweep runs
+    try:
+        return run_sweep(_sweep(6, 2), f"sqlite:///{folder / 's.db'}", dataset=tiny_dataset)
+    finally:
+        os.chdir(here)
+
+
+def test_only_the_best_k_complete_trials_keep_a_model(kept_study: optuna.Study) -> None:
+    complete = sorted((t for t in kept_study.trials if t.state.name == "COMPLETE"), key=lambda t: (-t.value, t.number))
+    kept = kept_models(kept_study)
+    assert [k.trial for k in kept] == [t.number for t in complete[:2]]
+    files = sorted(p.name for p in artifact_dir(kept_study).iterdir())
+    assert files == sorted(k.artifact_id for k in kept)  # the displaced ones were deleted: disk stays bounded
+    assert not list(artifact_dir(kept_study).glob(".*"))  # no temporary file left behind
+    best = kept_study.best_trial
+    metas = get_all_artifact_meta(best, storage=study_storage(kept_study))  # what optuna-dashboard lists
+    assert [m.artifact_id for m in metas] == [kept[0].artifact_id] and metas[0].filename.endswith(".keras")
+    for trial in kept_study.trials:  # pruned, failed or never ranked: nothing kept
+        assert ("kept_model" in trial.user_attrs) <= (trial.state.name == "COMPLETE")
+
+
+def test_a_kept_model_holds_the_weights_of_its_best_epoch(kept_study: optuna.Study, tiny_dataset) -> None:
+    best = kept_study.best_trial
+    model = load_kept_model(kept_study, best.number)
+    predicted = np.argmax(model.predict(tiny_dataset.x_val, verbose=0), axis=1)
+    # the accuracy of the best epoch (the trial's value), not the last epoch's
+    assert np.mean(predicted == tiny_dataset.y_val) == pytest.approx(best.value, abs=1e-6)
+    epoch = best.user_attrs["kept_model"]["epoch"]
+    assert best.intermediate_values[epoch] == pytest.approx(best.value)
+    assert getattr(model, "optimizer", None) is None  # a model to use: no optimizer state in the file
+
+
+def test_keep_zero_keeps_nothing(tmp_path: Path, tiny_dataset, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = run_sweep(_sweep(2, 0), f"sqlite:///{tmp_path / 'z.db'}", dataset=tiny_dataset)
+    assert kept_models(study) == [] and not (tmp_path / "studies").exists()
+
+
+def test_an_interrupted_trial_keeps_nothing(tmp_path: Path, tiny_dataset, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stops = iter([False, False, True])  # asked before the trial, after epoch 1, after epoch 2: stop
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_sweep(1, 3), f"sqlite:///{tmp_path / 'i.db'}", dataset=tiny_dataset,
+                  should_stop=lambda: next(stops, True))
+    assert not (tmp_path / "studies").exists()
+
+
+def test_the_dashboard_serves_kept_models(kept_study: optuna.Study) -> None:
+    import threading
+
+    from mnist_sweep.dashboard import serve
+    from mnist_sweep.optuna_internals import storage_url_of, study_id, trial_id
+
+    url = storage_url_of(kept_study)
+    port = _free_port()
+    threading.Thread(target=serve, args=(url,), kwargs={"port": port, "out": open("/dev/null", "w")},
+                     daemon=True).start()
+    kept = kept_models(kept_study)[0]
+    sid = study_id(kept_study)
+    tid = next(trial_id(t) for t in kept_study.trials if t.number == kept.trial)
+    body = _get(f"http://127.0.0.1:{port}/artifacts/{sid}/{tid}/{kept.artifact_id}")
+    assert body[:2] == b"PK"  # a .keras file is a zip archive
+    assert json.loads(_get(f"http://127.0.0.1:{port}/api/studies/{sid}?after=0"))["trials"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(address: str) -> bytes:
+    import time
+
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(address, timeout=5) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"no answer from {address}")
