@@ -38,6 +38,7 @@ _API: dict[str, str] = {
     "best_config": "mnist_sweep.export",
     "export_best": "mnist_sweep.export",
     "train_final": "mnist_sweep.retrain",
+    "build_final": "mnist_sweep.final_model",
     "FinalModel": "mnist_sweep.retrain",
     "load_model": "mnist_sweep.inference",
     "predict": "mnist_sweep.inference",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from mnist_sweep.errors import InputError, SweepFailed, SweepInterrupted
     from mnist_sweep.export import best_config, export_best
     from mnist_sweep.figures import report_figures
+    from mnist_sweep.final_model import build_final
     from mnist_sweep.inference import Prediction, load_model, predict, predict_files
     from mnist_sweep.report import write_report
     from mnist_sweep.retrain import FinalModel, train_final

@@ -151,6 +151,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_final(args: argparse.Namespace) -> int:
+    """Build the final model from the study's kept models (chosen on validation), test it once, save it."""
+    from mnist_sweep.final_model import build_final
+
+    final = build_final(_load_study(args), args.output, args.k)
+    what = f"trial {final.members[0]}" if len(final.members) == 1 else \
+        f"the average of trials {', '.join(map(str, final.members))}"
+    print(f"chose {what} (validation accuracy {final.metrics['validation_accuracy']:.4f})")
+    print(f"test accuracy: {final.test_accuracy:.4f} ({100 * final.test_accuracy:.2f}%); best single member "
+          f"{final.metrics['best_member_test_accuracy']:.4f}")
+    print(f"wrote {final.model_path}, {final.metrics_path.name}")
+    return EXIT_OK
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify digit images with a trained model; exit 2 if any file could not be read."""
     import mnist_sweep as ms
@@ -208,8 +222,8 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "studies": cmd_studies, "export": cmd_export, "train": cmd_train,
-            "predict": cmd_predict, "report": cmd_report, "dashboard": cmd_dashboard, "trials": cmd_trials,
-            "bench": cmd_bench, "schema": cmd_schema}
+            "final": cmd_final, "predict": cmd_predict, "report": cmd_report, "dashboard": cmd_dashboard,
+            "trials": cmd_trials, "bench": cmd_bench, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

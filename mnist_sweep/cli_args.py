@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, metavar="N", help="weight-init seed (default: the config's seed)")
     train.set_defaults(command="train")
 
+    final = sub.add_parser("final", help="the final model from the study's kept models, tested once", description=(
+        "Choose among the study's best kept model and the averages of its best 2..K kept models on the "
+        "validation split, evaluate the choice once on the test set, and save model.keras and metrics.json "
+        "(default: studies/<study>/final/)."))
+    final.add_argument("--study", metavar="NAME", help="study name (default: the storage's only study)")
+    _add_storage(final)
+    final.add_argument("-o", "--output", metavar="DIR", help="default: studies/<study>/final")
+    final.add_argument("-k", type=_positive_int, metavar="K", help="largest ensemble tried (default: every kept model)")
+    final.set_defaults(command="final")
+
     predict = sub.add_parser("predict", help="classify digit images with a trained model", description=(
         "Classify image files (PNG, JPEG, ...; any size, either polarity) with a model.keras from `train`. "
         "Exit code 2 if any file could not be read; the others are still classified."))

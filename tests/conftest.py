@@ -38,6 +38,16 @@ TINY_SWEEP: dict[str, Any] = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_in_tmp_path(tmp_path_factory):
+    """Module- and session-scoped fixtures run before a test's own folder is entered: they too
+    write into a temporary folder, never into the repository."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("session-cwd"))
+    yield
+    os.chdir(here)
+
+
 @pytest.fixture(autouse=True)
 def _run_in_tmp_path(tmp_path: Path, monkeypatch) -> None:
     """Every test runs in its own folder: what sweeps write beside them (studies/<study>/artifacts,

@@ -27,14 +27,7 @@ def _sweep(trials: int, k: int, **changes) -> ms.SweepConfig:
 @pytest.fixture(scope="module")
 def kept_study(tmp_path_factory, tiny_dataset) -> optuna.Study:
     folder = tmp_path_factory.mktemp("kept")
-    import os
-
-    here = os.getcwd()
-    os.chdir(folder)  # the artifact folder goes under studies/ where the sweep runs
-    try:
-        return run_sweep(_sweep(6, 2), f"sqlite:///{folder / 's.db'}", dataset=tiny_dataset)
-    finally:
-        os.chdir(here)
+    return run_sweep(_sweep(6, 2), f"sqlite:///{folder / 's.db'}", dataset=tiny_dataset)
 
 
 def test_only_the_best_k_complete_trials_keep_a_model(kept_study: optuna.Study) -> None:
@@ -113,3 +106,47 @@ def _get(address: str) -> bytes:
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"no answer from {address}")
+
+
+def test_final_chooses_on_validation_and_tests_once(kept_study: optuna.Study, tiny_dataset, tmp_path: Path,
+                                                    capsys) -> None:
+    from mnist_sweep.cli import main
+    from mnist_sweep.optuna_internals import storage_url_of
+
+    code = main(["final", "--study", kept_study.study_name, "--storage", storage_url_of(kept_study),
+                 "-o", str(tmp_path / "final")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    metrics = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    kept = kept_models(kept_study)
+    # the candidates are the best kept model and the averages of the best 2..K; the best on validation wins
+    assert list(metrics["candidates"]) == [f"top {n}" for n in range(1, len(kept) + 1)]
+    assert metrics["validation_accuracy"] == pytest.approx(max(metrics["candidates"].values()), abs=1e-6)
+    assert metrics["members"] == [k.trial for k in kept[: len(metrics["members"])]]
+    assert {"test_accuracy", "best_member_test_accuracy", "seconds", "provenance"} <= set(metrics)
+    assert f"test accuracy: {metrics['test_accuracy']:.4f}" in out
+    predictions = ms.predict(tmp_path / "final" / "model.keras", tiny_dataset.x_test[:200].reshape(-1, 28, 28))
+    right = np.mean([p.digit == y for p, y in zip(predictions, tiny_dataset.y_test[:200], strict=True)])
+    assert right == pytest.approx(metrics["test_accuracy"], abs=0.08)  # the saved model is the one tested
+
+
+def test_an_ensemble_averages_its_members(kept_study: optuna.Study, tiny_dataset, tmp_path: Path) -> None:
+    from mnist_sweep.final_model import _average
+    from mnist_sweep.inference import load_model
+
+    first, second = (load_kept_model(kept_study, k.trial) for k in kept_models(kept_study)[:2])
+    x = tiny_dataset.x_val[:50]
+    expected = (first.predict(x, verbose=0) + second.predict(x, verbose=0)) / 2
+    ensemble = _average([first, second], [1, 2])
+    ensemble.save(tmp_path / "e.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "e.keras").predict(x, verbose=0), expected, rtol=1e-5)
+
+
+def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_dataset, capsys) -> None:
+    from mnist_sweep.cli import main
+
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    run_sweep(_sweep(1, 0), url, dataset=tiny_dataset)
+    assert main(["final", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kept no trained model" in err
