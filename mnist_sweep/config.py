@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -27,8 +26,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
+from mnist_sweep.config_messages import check_enqueue, format_errors, tag_of
 from mnist_sweep.errors import InputError
-from mnist_sweep.space import Axis, Choice, Frozen, SearchSpace, describe_axis
+from mnist_sweep.space import Axis, Choice, Frozen, SearchSpace
 
 
 class _Seeded(Frozen):
@@ -71,10 +71,6 @@ def _named(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-def _tag(value: Any) -> str | None:
-    return value.get("name") if isinstance(value, Mapping) else getattr(value, "name", None)
-
-
 SamplerConfig = Annotated[
     Annotated[TpeSampler, Tag("tpe")]
     | Annotated[RandomSampler, Tag("random")]
@@ -82,7 +78,7 @@ SamplerConfig = Annotated[
     | Annotated[CmaEsSampler, Tag("cmaes")]
     | Annotated[QmcSampler, Tag("qmc")]
     | Annotated[GpSampler, Tag("gp")],
-    Discriminator(_tag, custom_error_type="unknown_name",
+    Discriminator(tag_of, custom_error_type="unknown_name",
                   custom_error_message="must be one of: tpe, random, grid, cmaes, qmc, gp"),
 ]
 
@@ -117,7 +113,7 @@ PrunerConfig = Annotated[
     | Annotated[MedianPruner, Tag("median")]
     | Annotated[HyperbandPruner, Tag("hyperband")]
     | Annotated[SuccessiveHalvingPruner, Tag("successive_halving")],
-    Discriminator(_tag, custom_error_type="unknown_name",
+    Discriminator(tag_of, custom_error_type="unknown_name",
                   custom_error_message="must be one of: none, median, hyperband, successive_halving"),
 ]
 
@@ -222,8 +218,8 @@ def parse_sweep(raw: Any, filename: str, default_name: str | None = None) -> Swe
     try:
         sweep = SweepConfig.model_validate(data)
     except ValidationError as err:
-        raise InputError([f"{filename}: {line}" for line in _format_errors(err)]) from None
-    problems = _check_enqueue(sweep)
+        raise InputError([f"{filename}: {line}" for line in format_errors(err, _known_keys())]) from None
+    problems = check_enqueue(sweep.enqueue, sweep.space)
     if problems:
         raise InputError([f"{filename}: {line}" for line in problems])
     return sweep
@@ -261,61 +257,7 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
     return parse_sweep(dumped, f"sweep '{sweep.name}' ({origin})")
 
 
-# ---------------------------------------------------------------------------------------------
-# Error messages
-
-
 def _known_keys() -> set[str]:
     models = [SweepConfig, SearchSpace, Axis, Choice, DataConfig, HeartbeatConfig, TrainingConfig, KeepConfig,
               Provenance, TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
     return {name for model in models for name in model.model_fields}
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    parts = list(loc)
-    if len(parts) >= 2 and parts[0] in ("sampler", "pruner"):
-        del parts[1]  # the union's tag, e.g. sampler.tpe.seed -> sampler.seed
-    return ".".join(str(p) for p in parts) or "(top level)"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _format_errors(err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors(include_url=False):
-        loc = _format_loc(e["loc"])
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            key = str(e["loc"][-1])
-            hint = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.7)
-            lines.append(f"{loc}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        elif kind == "missing":
-            lines.append(f"{loc}: required key is missing")
-        elif kind in ("value_error", "assertion_error"):
-            lines.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
-        elif kind == "unknown_name":
-            lines.append(f"{loc}.name: {e['msg']} (got {_short(_tag(e['input']))})")
-        else:
-            lines.append(f"{loc}: {e['msg']} (got {_short(e['input'])})")
-    return lines
-
-
-def _check_enqueue(sweep: SweepConfig) -> list[str]:
-    problems = []
-    for i, params in enumerate(sweep.enqueue):
-        if not isinstance(params, Mapping):
-            problems.append(f"enqueue.{i}: must be a mapping of axis: value (got {_short(params)})")
-            continue
-        for key, value in params.items():
-            where = f"enqueue.{i}.{key}"
-            axis = sweep.space.axis_of(str(key))
-            if axis is None:
-                hint = difflib.get_close_matches(str(key), list(sweep.space.axes()), n=1)
-                problems.append(f"{where}: unknown axis" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-                continue
-            if not axis.contains(value):
-                problems.append(f"{where}: {_short(value)} is outside the search space ({describe_axis(axis)})")
-    return problems
