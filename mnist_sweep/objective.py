@@ -34,6 +34,7 @@ from mnist_sweep.config import SweepConfig
 from mnist_sweep.data import Dataset
 from mnist_sweep.kept_models import keep_model
 from mnist_sweep.model import build_model, count_params
+from mnist_sweep.optuna_internals import is_enqueued
 from mnist_sweep.space import Axis, SearchSpace, is_int_axis, layer_units_name
 from mnist_sweep.training import fit, fresh_keras
 
@@ -161,6 +162,8 @@ class Objective:
         )
         trial.set_user_attr("n_params", count_params(model))
 
+        enqueued = is_enqueued(trial)
+
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if self.should_stop is not None and self.should_stop():
                 raise KeyboardInterrupt("stop requested")
@@ -169,7 +172,8 @@ class Objective:
                 trial.report(value, step=epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, epochs, metrics)
-            return epoch + 1 < epochs and trial.should_prune()  # the last epoch is paid for: keep it
+            # the last epoch is paid for: keep it; an enqueued trial is a hand-picked config: run it whole
+            return epoch + 1 < epochs and not enqueued and trial.should_prune()
 
         keep = self.sweep.keep.models
         fit_start = time.perf_counter()

@@ -117,3 +117,9 @@ def fail_if_running(trial: optuna.Trial, reason: str) -> bool:
         return storage.set_trial_state_values(tid, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile (another process reaped it)
         return False
+
+
+def is_enqueued(trial: optuna.Trial) -> bool:
+    """True for a trial that runs an ``enqueue_trial`` config (Optuna 5 keeps those in the
+    trial's ``fixed_params`` system attribute; ``Trial.system_attrs`` is gone)."""
+    return "fixed_params" in trial.study._storage.get_trial_system_attrs(trial._trial_id)

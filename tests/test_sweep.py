@@ -26,6 +26,14 @@ def _study(url: str, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
 
 
+def _at_epoch(trial: optuna.trial.FrozenTrial, epoch: int) -> optuna.trial.FrozenTrial:
+    """``trial`` as it stood after ``epoch``: RUNNING, with the reports up to then."""
+    return optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=trial.params,
+                                     distributions=trial.distributions,
+                                     intermediate_values={e: v for e, v in trial.intermediate_values.items()
+                                                          if e <= epoch})
+
+
 def _states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
@@ -189,3 +197,18 @@ def test_jax_keeps_compiled_steps_for_the_next_trials(write_sweep, sqlite_url: s
                            "--storage", sqlite_url], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert cache.is_dir() and any(name.name.endswith("-cache") for name in cache.iterdir())
+
+
+def test_enqueued_trials_are_never_pruned(write_sweep, sqlite_url: str) -> None:
+    # A hand-picked config runs whole: at epoch 1 the weak second one is far below the first,
+    # which a median pruner with no warm-up would cut, and does cut for a sampled trial.
+    strong = {"hidden_layers": 1, "units": 32, "optimizer": "adam", "learning_rate": 0.01, "epochs": 3}
+    weak = {"hidden_layers": 1, "units": 16, "optimizer": "sgd", "learning_rate": 0.001, "epochs": 3}
+    path = write_sweep(trials=2, enqueue=[strong, weak], space={**TINY_SWEEP["space"], "epochs": 3},
+                       pruner={"name": "median", "n_startup_trials": 0, "n_warmup_steps": 0})
+    assert main(["run", str(path), "--storage", sqlite_url]) == 0
+    first, second = _study(sqlite_url).trials
+    assert second.intermediate_values[1] < first.intermediate_values[1]  # the pruner had its reason
+    assert second.state.name == "COMPLETE" and sorted(second.intermediate_values) == [1, 2, 3]
+    assert optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0).prune(
+        _study(sqlite_url), _at_epoch(second, 1))  # the same report, from a sampled trial, is pruned
