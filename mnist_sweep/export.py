@@ -9,7 +9,7 @@ final model. Floats are written in their shortest exact form, so the params read
 trial's bit for bit.
 
 Example:
-    >>> study = load_existing("sqlite:///studies/mnist_sweep.db", "quick")
+    >>> study = load_study("sqlite:///studies/mnist_sweep.db", "quick")
     >>> export_best(study)                     # studies/quick/best.yaml
     PosixPath('studies/quick/best.yaml')
     >>> fixed_params(load_sweep("studies/quick/best.yaml").space) == study.best_trial.params
