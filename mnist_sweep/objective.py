@@ -6,6 +6,7 @@ learning curves, and stores on the trial (user attributes):
 
 - ``history``: per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``;
 - ``n_params``, ``epoch_seconds`` (list), ``seconds_per_epoch`` (median), ``epochs_run``,
+  ``latency_ms_batch1`` and ``images_per_s_batch1024`` (COMPLETE trials, :mod:`mnist_sweep.latency`),
   ``fit_seconds`` (the whole ``fit`` call: the rest of a trial's duration is framework overhead);
 - ``fail_reason`` when a trial is pruned for divergence, fails, or is interrupted.
 
@@ -33,6 +34,7 @@ import optuna
 from mnist_sweep.config import SweepConfig
 from mnist_sweep.data import Dataset
 from mnist_sweep.kept_models import keep_model
+from mnist_sweep.latency import measure_inference
 from mnist_sweep.model import build_model, count_params
 from mnist_sweep.optuna_internals import is_enqueued
 from mnist_sweep.space import Axis, SearchSpace, is_int_axis, layer_units_name
@@ -191,6 +193,9 @@ class Objective:
         if result.stop_reason is not None:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
         value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
+        if self.sweep.training.measure_latency:
+            for key, figure in measure_inference(model).items():
+                trial.set_user_attr(key, figure)
         if result.best_weights is not None:
             keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value, keep)
         return value

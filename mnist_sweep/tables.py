@@ -23,7 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 #: Columns every table has, in order; then ``params_*``, then ``val_accuracy_e*``, then ``history``.
 BASE_COLUMNS = ["number", "state", "value", "best_val_accuracy", "datetime_start", "datetime_complete",
-                "duration_s", "n_params", "seconds_per_epoch", "epochs_run", "fail_reason"]
+                "duration_s", "n_params", "seconds_per_epoch", "latency_ms_batch1", "images_per_s_batch1024",
+                "epochs_run", "fail_reason"]
 
 
 def trial_score(trial: FrozenTrial) -> float | None:
@@ -65,6 +66,8 @@ def _row(trial: FrozenTrial, param_names: list[str], max_epoch: int) -> dict[str
         "duration_s": round(trial.duration.total_seconds(), 3) if trial.duration else None,
         "n_params": attrs.get("n_params"),
         "seconds_per_epoch": attrs.get("seconds_per_epoch"),
+        "latency_ms_batch1": attrs.get("latency_ms_batch1"),
+        "images_per_s_batch1024": attrs.get("images_per_s_batch1024"),
         "epochs_run": attrs.get("epochs_run"),
         "fail_reason": attrs.get("fail_reason"),
         "history": json.dumps(history, separators=(",", ":")) if history else None,

@@ -35,6 +35,7 @@ TINY_SWEEP: dict[str, Any] = {
         "learning_rate": {"low": 1e-3, "high": 1e-1, "log": True},
     },
     "heartbeat": {"interval": 1, "grace_period": 3},
+    "training": {"measure_latency": False},  # a second per trial; tests/test_api.py measures it
 }
 
 

@@ -167,3 +167,18 @@ def test_list_studies_and_load_study(sqlite_url: str) -> None:
     with pytest.raises(ms.InputError, match="holds 2 studies, pick one with --study: a, b"):
         ms.load_study(sqlite_url)
     assert ms.load_study(sqlite_url, "b").study_name == "b"
+
+
+def test_complete_trials_record_size_latency_and_throughput(sqlite_url: str) -> None:
+    study = ms.run(_sweep(trials=2, pruner={"name": "none"}, training={"measure_latency": True}),
+                   storage=sqlite_url, study_name="speed", progress="off")
+    frame = ms.trials_frame(study).set_index("number")
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        assert attrs["n_params"] > 0
+        # one image takes well under a second here; a 1024-image batch goes at many images per second
+        assert 0 < attrs["latency_ms_batch1"] < 1000 and attrs["images_per_s_batch1024"] > 1000
+        assert frame.loc[trial.number, "latency_ms_batch1"] == attrs["latency_ms_batch1"]
+    off = ms.run(_sweep(trials=1, training={"measure_latency": False}), storage=sqlite_url, study_name="nospeed",
+                 progress="off")
+    assert "latency_ms_batch1" not in off.trials[0].user_attrs
