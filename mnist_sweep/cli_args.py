@@ -19,6 +19,12 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
                    help="Optuna RDB URL (default: $MNIST_SWEEP_STORAGE or sqlite:///studies/mnist_sweep.db)")
 
 
+def _add_stored_study(p: argparse.ArgumentParser) -> None:
+    """``--study`` and ``--storage`` of the commands that read a stored study."""
+    p.add_argument("--study", metavar="NAME", help="study name (default: the storage's only study)")
+    _add_storage(p)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -90,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a study's best trial as a fixed config for train", description=(
         "Write the best COMPLETE trial as a sweep file with every axis fixed, the study's data settings and "
         "its provenance; `train` takes it as is (default: studies/<study>/best.yaml)."))
-    export.add_argument("--study", metavar="NAME", help="study name (default: the storage's only study)")
-    _add_storage(export)
+    _add_stored_study(export)
     export.add_argument("-o", "--output", metavar="FILE", help="default: studies/<study>/best.yaml")
     export.add_argument("--format", choices=["yaml", "json"], help="default: json for a .json FILE, else yaml")
     export.set_defaults(command="export")
@@ -112,8 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Choose among the study's best kept model and the averages of its best 2..K kept models on the "
         "validation split, evaluate the choice once on the test set, and save model.keras and metrics.json "
         "(default: studies/<study>/final/)."))
-    final.add_argument("--study", metavar="NAME", help="study name (default: the storage's only study)")
-    _add_storage(final)
+    _add_stored_study(final)
     final.add_argument("-o", "--output", metavar="DIR", help="default: studies/<study>/final")
     final.add_argument("-k", type=_positive_int, metavar="K", help="largest ensemble tried (default: every kept model)")
     final.set_defaults(command="final")
@@ -126,12 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print the results as JSON (with all 10 probabilities)")
     predict.set_defaults(command="predict")
 
-    study_help = "study name (default: the storage's only study)"
     report = sub.add_parser("report", help="write a study's HTML report (offline, self-contained)", description=(
         "One HTML file with plotly.js embedded: accuracy against each searched axis, parallel coordinates, "
         "optimisation history, importances, learning curves, cost, and a sortable trials table."))
-    report.add_argument("--study", metavar="NAME", help=study_help)
-    _add_storage(report)
+    _add_stored_study(report)
     report.add_argument("-o", "--output", metavar="PATH", help="HTML file (default: studies/<study>/report.html)")
     report.add_argument("--metrics", metavar="PATH",
                         help="test metrics JSON of the retrained model (default: studies/<study>/metrics.json "
@@ -147,10 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(command="dashboard")
 
     trials = sub.add_parser("trials", help="export a study's trials as CSV", description=(
-        "One row per trial: state, value, params_*, times, n_params, seconds_per_epoch, epochs_run, fail_reason, "
-        "val_accuracy_e1..eN and the per-epoch history as JSON."))
-    trials.add_argument("--study", metavar="NAME", help=study_help)
-    _add_storage(trials)
+        "One row per trial: state, value, params_*, times, n_params, seconds_per_epoch, latency_ms_batch1, "
+        "images_per_s_batch1024, epochs_run, fail_reason, val_accuracy_e1..eN and the per-epoch history as JSON."))
+    _add_stored_study(trials)
     trials.add_argument("-o", "--output", metavar="PATH", help="CSV file (default: standard output)")
     trials.set_defaults(command="trials")
 
