@@ -53,7 +53,10 @@ def epoch_times(trial: FrozenTrial, start: datetime.datetime) -> list[tuple[floa
     offset = (trial.datetime_start - start).total_seconds()
     if trial.duration is not None:
         offset += max(0.0, trial.duration.total_seconds() - sum(seconds))
-    return [(offset + sum(seconds[:step]), step, value) for step, value in sorted(trial.intermediate_values.items())]
+    # a multi-objective trial reports no intermediate values (Optuna refuses them): its history has the epochs
+    history = (trial.user_attrs.get("history") or {}).get("val_accuracy") or []
+    epochs = sorted(trial.intermediate_values.items()) or list(enumerate(history, start=1))
+    return [(offset + sum(seconds[:step]), step, value) for step, value in epochs]
 
 
 def best_so_far(trials: Sequence[FrozenTrial], origin: datetime.datetime | None = None) -> list[AnytimePoint]:

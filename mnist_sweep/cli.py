@@ -89,6 +89,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     """List the studies in a storage with their trial counts and best values."""
+    from mnist_sweep.objectives import accuracy_of, best_trial
     from mnist_sweep.paths import storage_url
     from mnist_sweep.settings import quiet_libraries
     from mnist_sweep.storage import redact
@@ -101,7 +102,10 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for s in summaries:
         counts = count_states(load_study(args.storage, s.study_name))
         states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items())) or "no trials"
-        best = f"best {s.best_trial.value:.4f} (trial {s.best_trial.number})" if s.best_trial else "no best yet"
+        best = best_trial(load_study(args.storage, s.study_name))
+        best = f"best {accuracy_of(best):.4f} (trial {best.number})" if best else "no best yet"
+        if len(s.directions) > 1:
+            best += f"; objectives {', '.join(d.name.lower() for d in s.directions)}"
         print(f"{s.study_name}: {states}; {best}")
     return EXIT_OK
 
@@ -116,14 +120,16 @@ def _load_study(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a study's best trial as a fixed sweep file for ``train``."""
+    from mnist_sweep.confirmation import chosen_trial
     from mnist_sweep.export import export_best
+    from mnist_sweep.objectives import accuracy_of
     from mnist_sweep.paths import storage_url
     from mnist_sweep.progress import short_params
 
     study = _load_study(args)
     path = export_best(study, args.output, args.format, storage=storage_url(args.storage))
-    best = study.best_trial
-    print(f"wrote {path}: trial {best.number} of study '{study.study_name}' (val_accuracy={best.value:.4f}) "
+    best = chosen_trial(study)
+    print(f"wrote {path}: trial {best.number} of study '{study.study_name}' (val_accuracy={accuracy_of(best):.4f}) "
           f"| {short_params(best.params)}")
     print(f"next: python -m mnist_sweep train {path}")
     return EXIT_OK
@@ -155,12 +161,14 @@ def cmd_final(args: argparse.Namespace) -> int:
     """Build the final model from the study's kept models (chosen on validation), test it once, save it."""
     from mnist_sweep.final_model import build_final
 
-    final = build_final(_load_study(args), args.output, args.k)
+    final = build_final(_load_study(args), args.output, args.k, max_params=args.max_params,
+                        max_latency_ms=args.max_latency_ms)
     what = f"trial {final.members[0]}" if len(final.members) == 1 else \
         f"the average of trials {', '.join(map(str, final.members))}"
     print(f"chose {what} (validation accuracy {final.metrics['validation_accuracy']:.4f})")
     print(f"test accuracy: {final.test_accuracy:.4f} ({100 * final.test_accuracy:.2f}%); best single member "
           f"{final.metrics['best_member_test_accuracy']:.4f}")
+    print(f"{final.metrics['n_params']:,} parameters, {final.metrics['latency_ms_batch1']:.3f} ms per image at batch 1")
     print(f"wrote {final.model_path}, {final.metrics_path.name}")
     return EXIT_OK
 

@@ -35,6 +35,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"want a number > 0, got {text}")
+    return value
+
+
 def _cpu_list(text: str) -> list[int]:
     from mnist_sweep.settings import parse_cpu_list
 
@@ -120,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stored_study(final)
     final.add_argument("-o", "--output", metavar="DIR", help="default: studies/<study>/final")
     final.add_argument("-k", type=_positive_int, metavar="K", help="largest ensemble tried (default: every kept model)")
+    final.add_argument("--max-params", type=_positive_int, metavar="N",
+                       help="the best model of at most N parameters (an ensemble: all its members')")
+    final.add_argument("--max-latency-ms", type=_positive_float, metavar="MS",
+                       help="the best model whose latency for one image, as its trials measured it, is at most MS")
     final.set_defaults(command="final")
 
     predict = sub.add_parser("predict", help="classify digit images with a trained model", description=(

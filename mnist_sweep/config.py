@@ -24,10 +24,11 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from mnist_sweep.config_messages import check_enqueue, format_errors, tag_of
 from mnist_sweep.errors import InputError
+from mnist_sweep.objectives import ACCURACY, ObjectiveName, directions
 from mnist_sweep.space import Axis, Choice, Frozen, SearchSpace
 
 
@@ -162,6 +163,18 @@ class KeepConfig(Frozen):
 
     models: int = Field(default=3, ge=0, le=1000, description="keep the models of the best K COMPLETE trials "
                         "by validation accuracy (the weights of each one's best epoch); 0 keeps none")
+    pareto: bool = Field(default=True, description="also keep the models on the Pareto fronts of validation "
+                         "accuracy against parameter count and against latency, so 'final --max-params' / "
+                         "'--max-latency-ms' needs no retraining (only while models > 0)")
+
+
+class ConfirmConfig(Frozen):
+    """Winner confirmation: once the search ends, the best configs re-run with other seeds."""
+
+    top: int = Field(default=0, ge=0, le=100, description="re-run the N best distinct configs once the search "
+                     "has ended (0: none); export and final then rank them by their mean validation accuracy")
+    seeds: int = Field(default=2, ge=1, le=100, description="extra runs of each, each with its own seed; they "
+                       "count beyond 'trials' and run after 'timeout'")
 
 
 class Provenance(Frozen):
@@ -185,7 +198,11 @@ class SweepConfig(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
     description: str = ""
     trials: int = Field(ge=1, le=1_000_000, description="total COMPLETE + PRUNED trials the study should reach")
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="seconds per run")
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                  description="seconds per run after which no new trial starts")
+    hard_timeout: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="seconds per run after which a running trial stops "
+        "at the end of its epoch, recorded PRUNED (it did not finish): bounds the wall time a budget allows")
     seed: int = Field(default=0, description="seeds the sampler and each trial's weights (seed + trial number)")
     sampler: Annotated[SamplerConfig, Field(default_factory=lambda: TpeSampler(name="tpe"))]
     pruner: Annotated[PrunerConfig, Field(default_factory=lambda: MedianPruner(name="median"))]
@@ -195,14 +212,46 @@ class SweepConfig(Frozen):
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     training: TrainingConfig = TrainingConfig()
     keep: KeepConfig = KeepConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
+    objectives: list[ObjectiveName] = Field(
+        default_factory=lambda: [ACCURACY], min_length=1, max_length=3,
+        description="val_accuracy first (maximised); n_params and/or latency_ms_batch1 after it (minimised) make "
+                    "an Optuna multi-objective study with a Pareto front, which cannot prune (pruner: none)")
     source: Provenance | None = Field(default=None, description="set by 'export'")
 
     _named = field_validator("sampler", "pruner", mode="before")(_named)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_pruning_default_for_several_objectives(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("objectives"), list) and len(data["objectives"]) > 1 \
+                and data.get("pruner") is None:
+            data = {**data, "pruner": {"name": "none"}}
+        return data
+
+    @model_validator(mode="after")
+    def _objectives_make_sense(self) -> SweepConfig:
+        names = self.objectives
+        if names[0] != ACCURACY or len(set(names)) != len(names):
+            raise ValueError(f"objectives: want val_accuracy first, then n_params and/or latency_ms_batch1 once each; "
+                             f"got {names}")
+        if len(names) > 1 and self.pruner.name != "none":
+            raise ValueError(f"pruner: {self.pruner.name} cannot prune a multi-objective sweep (Optuna prunes on one "
+                             "objective's epochs); leave pruner out or set pruner: {name: none}")
+        if len(names) > 1 and self.sampler.name == "cmaes":
+            raise ValueError("sampler: cmaes optimises one objective; use tpe, random, qmc or grid with objectives")
+        if self.hard_timeout is not None and self.timeout is not None and self.hard_timeout < self.timeout:
+            raise ValueError(f"hard_timeout: {self.hard_timeout:g} is below timeout {self.timeout:g}")
+        if "latency_ms_batch1" in names and not self.training.measure_latency:
+            raise ValueError("objectives: latency_ms_batch1 needs training.measure_latency: true")
+        return self
+
     def fingerprint(self) -> str:
-        """What a resumed study must share with the sweep that created it: space, data, direction."""
-        payload = {"space": self.space.fingerprint_dump(), "data": self.data.model_dump(mode="json"),
-                   "direction": "maximize"}
+        """What a resumed study must share with the sweep that created it: space, data, direction(s)."""
+        payload: dict[str, Any] = {"space": self.space.fingerprint_dump(), "data": self.data.model_dump(mode="json"),
+                                   "direction": "maximize"}
+        if len(self.objectives) > 1:  # single-objective studies made before objectives existed still resume
+            payload["direction"] = list(zip(self.objectives, directions(self.objectives), strict=True))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -255,6 +304,8 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
     changes: dict[str, Any] = {"trials": trials, "timeout": timeout, "seed": seed}
     dumped = sweep.model_dump()
     dumped.update({k: v for k, v in changes.items() if v is not None})
+    if timeout is not None and sweep.hard_timeout is not None:  # the same grace after the new timeout
+        dumped["hard_timeout"] = timeout + sweep.hard_timeout - (sweep.timeout or sweep.hard_timeout)
     if data is not None:
         dumped["data"] = {**dumped["data"], "source": str(data)}
     return parse_sweep(dumped, f"sweep '{sweep.name}' ({origin})")

@@ -27,8 +27,10 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from mnist_sweep.confirmation import chosen_trial
 from mnist_sweep.errors import InputError
 from mnist_sweep.files import atomic_path
+from mnist_sweep.objectives import accuracy_of
 from mnist_sweep.optuna_internals import storage_url_of
 from mnist_sweep.paths import export_path, safe_name
 from mnist_sweep.space import Axis, Choice, SearchSpace, describe_axis, layer_index, layer_units_name
@@ -57,13 +59,13 @@ def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, An
     if not complete:
         raise InputError(f"study '{study.study_name}': no completed trial to export "
                          f"({len(study.get_trials(deepcopy=False))} trials in all)")
-    best = study.best_trial
+    best = chosen_trial(study)
     stored = study.user_attrs.get("sweep") or {}
     name = safe_name(study.study_name)
     config: dict[str, Any] = {
         "name": f"{name[:95]}-best",
         "description": f"best trial {best.number} of study '{study.study_name}' "
-                       f"(validation accuracy {best.value:.4f}), exported for 'train'",
+                       f"(validation accuracy {accuracy_of(best):.4f}), exported for 'train'",
         "trials": 1,
         "seed": int(stored.get("seed", 0)) + best.number,
         "pruner": {"name": "none"},
@@ -77,7 +79,7 @@ def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, An
         "study": study.study_name,
         "trial": best.number,
         "storage": _storage_url(study, storage),
-        "val_accuracy": best.value,
+        "val_accuracy": accuracy_of(best),
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
     if study.user_attrs.get("provenance"):
@@ -116,9 +118,10 @@ def export_best(
             params = fixed_params(load_sweep(tmp).space, str(path))
         except InputError as err:
             raise InputError([f"{path}: export is not a valid sweep file:", *err.problems]) from None
-        changed = {k: v for k, v in study.best_trial.params.items() if params.get(k, _MISSING) != v}
+        best = chosen_trial(study)
+        changed = {k: v for k, v in best.params.items() if params.get(k, _MISSING) != v}
         if changed:
-            raise AssertionError(f"export of trial {study.best_trial.number} does not round-trip: {changed} "
+            raise AssertionError(f"export of trial {best.number} does not round-trip: {changed} "
                                  f"read back as {params}")
     return path
 

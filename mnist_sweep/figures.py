@@ -8,7 +8,8 @@
 - ``anytime``: the best validation accuracy against wall time (what a stop at any moment leaves);
 - ``importance``: parameter importances;
 - ``curves``: accuracy and loss per epoch, train and validation, of the best trials;
-- ``cost``: accuracy against parameter count and seconds per epoch.
+- ``cost``: accuracy against parameter count, latency and seconds per epoch, with Pareto fronts;
+- ``confirm``: the re-runs of winner confirmation, each config's mean and spread.
 
 A figure that cannot be drawn (too few trials, nothing varies) is an empty figure whose text
 says why (``fig.layout.meta["note"]``). Only axes whose value varies count as searched; PRUNED
@@ -22,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +34,10 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from mnist_sweep.anytime import best_so_far, curve_origin, first_reach
+from mnist_sweep.confirmation import confirmation_figure
+from mnist_sweep.objectives import accuracy_of, is_multi_objective
 from mnist_sweep.tables import trial_score
+from mnist_sweep.tradeoffs import cost_figure
 
 #: Figure key -> heading, in page order.
 TITLES: dict[str, str] = {
@@ -42,7 +47,8 @@ TITLES: dict[str, str] = {
     "anytime": "Best validation accuracy against wall time",
     "importance": "Parameter importances",
     "curves": "Learning curves of the best trials",
-    "cost": "Accuracy against model size and epoch time",
+    "cost": "Accuracy against size and speed: Pareto fronts",
+    "confirm": "Winner confirmation: the best configs with other seeds",
 }
 CAPTIONS = {
     "axes": "One point per trial: blue dots COMPLETE, orange crosses PRUNED at their best epoch; "
@@ -55,7 +61,11 @@ CAPTIONS = {
     "importance": "How much each searched axis explains the validation accuracy of COMPLETE trials "
                   "(Optuna's default importance evaluator).",
     "curves": "Per-epoch accuracy and loss of the best trials: solid lines validation, dotted lines train.",
-    "cost": "Validation accuracy against the model's parameter count and its median seconds per epoch.",
+    "confirm": "Each re-run config's runs with other seeds (blue) and their mean ± standard deviation (red), in the "
+               "order export and final rank them: one validation split cannot separate configs closer than this.",
+    "cost": "Validation accuracy against the model's parameter count, its latency for one image on this machine "
+            "and its median seconds per epoch; the red steps are the Pareto fronts (no trial is both more accurate "
+            "and cheaper). `final --max-params N` / `--max-latency-ms MS` builds the best model within a budget.",
 }
 CURVE_TRIALS = 5
 ANYTIME_THRESHOLDS = (0.95, 0.98, 0.985, 0.99)
@@ -95,9 +105,15 @@ def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
         "anytime": _anytime_figure(trials),
         "importance": _importance_figure(study, trials),
         "curves": _curves_figure(trials),
-        "cost": _cost_figure(trials),
+        "cost": cost_figure(trials),
+        "confirm": confirmation_figure(trials),
     }
     return {key: _titled(key, content) for key, content in drawn.items()}
+
+
+def _target(study: optuna.Study) -> Any:
+    """Optuna's plots take one objective: a multi-objective study's first, validation accuracy."""
+    return accuracy_of if is_multi_objective(study) else None
 
 
 def _titled(key: str, content: go.Figure | str) -> go.Figure:
@@ -197,14 +213,15 @@ def _parallel_figure(study: optuna.Study, trials: Sequence[FrozenTrial], searche
     params = [p for p in searched if all(p in t.params for t in complete)]
     if not complete or not params:
         return "Needs COMPLETE trials that differ in at least one axis."
-    fig = optuna.visualization.plot_parallel_coordinate(study, params=params, target_name="val accuracy")
+    fig = optuna.visualization.plot_parallel_coordinate(study, params=params, target=_target(study),
+                                                        target_name="val accuracy")
     fig.update_layout(title=None, height=460)
     return fig
 
 
 def _history_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go.Figure | str:
     if any(t.state == TrialState.COMPLETE for t in trials):
-        fig = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
+        fig = optuna.visualization.plot_optimization_history(study, target=_target(study), target_name="val accuracy")
     else:
         fig = go.Figure()
         fig.update_layout(xaxis_title="Trial", yaxis_title="val accuracy")
@@ -246,7 +263,12 @@ def _importance_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go
         return (f"Importances need at least 2 COMPLETE trials differing in at least one axis; this study has "
                 f"{len(complete)} COMPLETE trial(s) and {len(params)} axis(es) varying among them.")
     try:
-        fig = optuna.visualization.plot_param_importances(study, params=params, target_name="val accuracy")
+        # Optuna's importance evaluator ranks low targets best when given one: hand it -accuracy
+        target = None if _target(study) is None else (lambda t: -accuracy_of(t))
+        with warnings.catch_warnings():  # it warns of that whenever it is given a target
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+            fig = optuna.visualization.plot_param_importances(study, params=params, target=target,
+                                                              target_name="val accuracy")
     except Exception as err:  # noqa: BLE001 - an estimate that cannot be made is a note, not a failed report
         return f"Parameter importances could not be estimated: {err}"
     fig.update_layout(title=None, height=max(260, 60 + 40 * len(params)))
@@ -277,31 +299,6 @@ def _curves_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
                                   "<br>epoch %{x}: %{y:.4f}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_layout(height=440)
-    return fig
-
-
-def _cost_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
-    points = [(t, s) for t, s in _points(trials) if t.user_attrs.get("n_params") is not None]
-    if not points:
-        return "No trial recorded its parameter count."
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("parameters", "seconds per epoch"),
-                        shared_yaxes=True, horizontal_spacing=0.06)
-    for state in _STYLE:
-        group = [(t, s) for t, s in points if t.state == state]
-        for col, attr in ((1, "n_params"), (2, "seconds_per_epoch")):
-            usable = [(t, s) for t, s in group if t.user_attrs.get(attr) is not None]
-            if not usable:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[t.user_attrs[attr] for t, _ in usable], y=[s for _, s in usable], mode="markers",
-                marker=_marker(state), name=_label(state), legendgroup=state.name, showlegend=col == 1,
-                customdata=[t.number for t, _ in usable],
-                hovertemplate=f"trial %{{customdata}}<br>{attr}=%{{x}}<br>val_accuracy=%{{y:.4f}}"
-                              f"<extra>{state.name}</extra>"), row=1, col=col)
-    fig.update_xaxes(type="log", title_text="parameters (log)", row=1, col=1)
-    fig.update_xaxes(title_text="seconds per epoch (median)", row=1, col=2)
-    fig.update_yaxes(title_text="val accuracy", row=1, col=1)
-    fig.update_layout(height=420)
     return fig
 
 

@@ -11,7 +11,12 @@ images), so it is not a candidate here: ``train`` does that.
 Outputs, each written atomically, in one folder (default ``studies/<study>/final/``):
 ``model.keras`` (one file, loaded by ``predict`` like any other model) and ``metrics.json``
 (``test_accuracy``, ``members``, ``best_member_test_accuracy``, ``seconds``, the candidates'
-validation accuracies, provenance), written last.
+validation accuracies, the model's parameter count and measured latency, provenance), written last.
+
+A budget (``max_params``, ``max_latency_ms``) restricts the candidates to kept models within it,
+an ensemble counting its members' costs together; the kept models include the Pareto fronts of
+accuracy against both costs (:mod:`mnist_sweep.kept_models`), so the best trial within any one
+budget is among them.
 
 Example:
     >>> final = build_final(load_study("sqlite:///studies/mnist_sweep.db", "default"), k=5)
@@ -48,31 +53,46 @@ class Final:
     metrics_path: Path
 
 
-def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: int | None = None) -> Final:
+def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: int | None = None, *,
+                max_params: int | None = None, max_latency_ms: float | None = None) -> Final:
     """Choose the final model among the study's kept models on validation, test it once, save it.
 
     Args:
         study: a study whose sweep kept models (``keep.models`` >= 1).
         output_dir: default ``studies/<study>/final``.
         k: ensembles of up to this many members are tried (default: every kept model).
+        max_params: only models (an ensemble: its members together) of at most this many parameters.
+        max_latency_ms: only models whose latency for one image (an ensemble: its members' summed) is
+            at most this, as the trials measured it on the machine that ran them.
 
     Raises:
-        InputError: the study kept no model, or ``k`` < 1.
+        InputError: the study kept no model (within the budget), or ``k`` < 1.
+
+    Example:
+        >>> build_final(study, max_params=300_000).metrics["n_params"] <= 300_000
+        True
     """
     from mnist_sweep.config import DataConfig
+    from mnist_sweep.confirmation import trial_rank
     from mnist_sweep.data import load_dataset
     from mnist_sweep.kept_models import kept_models, load_kept_model
+    from mnist_sweep.latency import measure_inference
+    from mnist_sweep.model import count_params
     from mnist_sweep.provenance import collect
     from mnist_sweep.settings import prepare_process
 
     started = time.perf_counter()
+    if k is not None and k < 1:
+        raise InputError(f"-k: want a whole number >= 1, got {k}")
     kept = kept_models(study)
     if not kept:
         raise InputError(f"study '{study.study_name}' kept no trained model (its sweep's keep.models is 0, or no "
                          "trial has finished COMPLETE yet); train one with: python -m mnist_sweep export, then train")
-    if k is not None and k < 1:
-        raise InputError(f"-k: want a whole number >= 1, got {k}")
-    kept = kept[: k or len(kept)]
+    budget = {key: limit for key, limit in (("n_params", max_params), ("latency_ms_batch1", max_latency_ms))
+              if limit is not None}
+    rank = trial_rank(study.get_trials(deepcopy=False))  # confirmed configs first, by their mean
+    kept = sorted(kept, key=lambda m: (rank.get(m.trial, len(rank)), -m.value, m.trial))
+    kept = _within(kept, budget, study.study_name)[: k or len(kept)]
     backend = prepare_process("auto")
     sweep = study.user_attrs.get("sweep") or {}
     dataset = load_dataset(DataConfig.model_validate(sweep.get("data", {})))
@@ -92,6 +112,9 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
         "validation_accuracy": candidates[size],
         "candidates": {f"top {n}": round(v, 6) for n, v in candidates.items()},
         "member_validation_accuracy": {str(m.trial): m.value for m in kept[:size]},
+        "n_params": sum(count_params(m) for m in members[:size]),
+        **measure_inference(model),
+        "budget": {"max_params": max_params, "max_latency_ms": max_latency_ms},
         "seconds": round(time.perf_counter() - started, 3),
         "study": study.study_name,
         "backend": backend,
@@ -106,6 +129,31 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return Final(model=model, test_accuracy=test_accuracy, members=metrics["members"], metrics=metrics,
                  model_path=folder / "model.keras", metrics_path=metrics_path)
+
+
+def _within(kept: list[Any], budget: dict[str, float], study_name: str) -> list[Any]:
+    """The kept models, best first, that an ensemble may grow through without leaving ``budget``: each
+    fits alone, and the running sums of the costs stay within it."""
+    if not budget:
+        return kept
+    chosen, spent = [], dict.fromkeys(budget, 0.0)
+    for model in kept:
+        costs = {key: getattr(model, key) for key in budget}
+        if any(c is None for c in costs.values()) or any(spent[key] + costs[key] > budget[key] for key in budget):
+            continue
+        chosen.append(model)
+        spent = {key: spent[key] + costs[key] for key in budget}
+    if not chosen:
+        limits = ", ".join(f"{_FLAG[key]} {limit:g}" for key, limit in budget.items())
+        smallest = {key: min((getattr(m, key) for m in kept if getattr(m, key) is not None), default=None)
+                    for key in budget}
+        found = ", ".join(f"{key} {value:g}" for key, value in smallest.items() if value is not None) or "no costs"
+        raise InputError(f"study '{study_name}' kept no model within {limits} (the cheapest kept: {found}); "
+                         "a wider budget, or a sweep over smaller models, would")
+    return chosen
+
+
+_FLAG = {"n_params": "--max-params", "latency_ms_batch1": "--max-latency-ms"}
 
 
 def _probabilities(model: Any, x: np.ndarray) -> np.ndarray:

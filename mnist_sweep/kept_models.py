@@ -4,8 +4,11 @@ When a trial finishes COMPLETE among the ``keep.models`` best of its study by va
 accuracy, the weights of its best validation epoch are saved as a ``.keras`` file (without
 optimizer state: a model to use, not to resume) and uploaded as an Optuna artifact of the trial
 into a file-system artifact store in ``studies/<study>/artifacts/``; optuna-dashboard lists it on
-the trial's page. A model pushed out of the best K has its file deleted, so the folder holds at
-most K models. PRUNED, FAILed and interrupted trials keep nothing, and every file is written to
+the trial's page. With ``keep.pareto`` (the default) the models on the Pareto fronts of validation
+accuracy against parameter count and against latency are kept too, so the best model within a
+size or latency budget is at hand. A model that leaves both has its file deleted, so the folder
+holds at most K models plus the fronts (a handful: each front member is smaller or faster than
+every more accurate one). PRUNED, FAILed and interrupted trials keep nothing, and every file is written to
 a temporary name and renamed, so nothing is ever half-written.
 
 Which trials hold a model is the study's user attribute ``kept_models`` (trial number ->
@@ -39,12 +42,23 @@ DIR_ATTR = "artifact_dir"
 
 @dataclass(frozen=True)
 class KeptModel:
-    """One kept model: its trial, artifact id, validation accuracy and the epoch its weights are from."""
+    """One kept model: its trial, artifact id, validation accuracy, the epoch its weights are from and
+    its costs (``n_params``, ``latency_ms_batch1``; absent in studies kept before they were recorded)."""
 
     trial: int
     artifact_id: str
     value: float
     epoch: int
+    n_params: int | None = None
+    latency_ms_batch1: float | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The model's entry in the study's registry."""
+        costs = {k: getattr(self, k) for k in COST_KEYS if getattr(self, k) is not None}
+        return {"artifact_id": self.artifact_id, "value": self.value, "epoch": self.epoch, **costs}
+
+
+COST_KEYS = ("n_params", "latency_ms_batch1")
 
 
 class AtomicArtifactStore(FileSystemArtifactStore):
@@ -102,16 +116,38 @@ def artifact_dir(study: optuna.Study) -> Path:
 def kept_models(study: optuna.Study) -> list[KeptModel]:
     """The study's kept models, best validation accuracy first."""
     registry = study.user_attrs.get(REGISTRY_ATTR) or {}
-    kept = [KeptModel(int(n), e["artifact_id"], float(e["value"]), int(e["epoch"])) for n, e in registry.items()]
+    kept = [KeptModel(int(n), e["artifact_id"], float(e["value"]), int(e["epoch"]),
+                      *(e.get(key) for key in COST_KEYS)) for n, e in registry.items()]
     return sorted(kept, key=lambda k: (-k.value, k.trial))
 
 
-def keep_model(trial: optuna.Trial, model: Any, weights: list[Any], epoch: int, value: float, k: int) -> str | None:
-    """Keep ``model`` with ``weights`` for ``trial`` if it ranks among the study's best ``k``; returns the
-    artifact id, or None when it does not rank. Models pushed out of the best ``k`` are deleted."""
+def retained(models: list[KeptModel], k: int, pareto: bool) -> list[KeptModel]:
+    """The models to keep, best first: the ``k`` most accurate, and with ``pareto`` those on the front of
+    accuracy against each cost (no other is at least as accurate and cheaper). A model left off is
+    beaten on both by one kept, so the fronts of every COMPLETE trial stay kept."""
+    ranked = sorted(models, key=lambda m: (-m.value, m.trial))
+    chosen = {m.trial for m in ranked[:k]}
+    if pareto and k > 0:
+        for cost in COST_KEYS:
+            best = float("-inf")
+            costed = [m for m in ranked if getattr(m, cost) is not None]
+            for m in sorted(costed, key=lambda m: (getattr(m, cost), -m.value, m.trial)):
+                if m.value > best:
+                    chosen.add(m.trial)
+                    best = m.value
+    return [m for m in ranked if m.trial in chosen]
+
+
+def keep_model(trial: optuna.Trial, model: Any, weights: list[Any], epoch: int, value: float, k: int,
+               costs: dict[str, Any] | None = None, pareto: bool = False) -> str | None:
+    """Keep ``model`` with ``weights`` for ``trial`` if it ranks among the study's best ``k`` (or, with
+    ``pareto``, on a front of accuracy against its ``costs``: ``n_params``, ``latency_ms_batch1``);
+    returns the artifact id, or None when it is not kept. Models no longer retained are deleted."""
     study = trial.study
     kept = kept_models(study)
-    if k <= 0 or sum(1 for m in kept if (m.value, -m.trial) > (value, -trial.number)) >= k:
+    costs = {key: (costs or {}).get(key) for key in COST_KEYS}
+    candidate = KeptModel(trial.number, "", value, epoch, **costs)
+    if k <= 0 or candidate not in retained([*kept, candidate], k, pareto):
         return None
     folder = artifact_dir(study)
     store = AtomicArtifactStore(folder)
@@ -120,13 +156,14 @@ def keep_model(trial: optuna.Trial, model: Any, weights: list[Any], epoch: int, 
         _without_optimizer(model, weights).save(path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
     trial.set_user_attr("kept_model", {"artifact_id": artifact_id, "epoch": epoch})
-    kept = sorted([*kept, KeptModel(trial.number, artifact_id, value, epoch)], key=lambda m: (-m.value, m.trial))
-    for dropped in kept[k:]:
+    everyone = [*kept, KeptModel(trial.number, artifact_id, value, epoch, **costs)]
+    keep = retained(everyone, k, pareto)
+    for dropped in (m for m in everyone if m not in keep):
         try:
             store.remove(dropped.artifact_id)
         except ArtifactNotFound:  # another worker removed it first
             pass
-    registry = {str(m.trial): {"artifact_id": m.artifact_id, "value": m.value, "epoch": m.epoch} for m in kept[:k]}
+    registry = {str(m.trial): m.entry() for m in keep}
     study.set_user_attr(REGISTRY_ATTR, registry)
     if DIR_ATTR not in study.user_attrs:
         study.set_user_attr(DIR_ATTR, str(folder.resolve()))

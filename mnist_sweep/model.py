@@ -99,7 +99,7 @@ def build_model(
 
     p = resolve_params(params)
     layers: list[Any] = [keras.Input(shape=(784,))]
-    augment = {k: float(p[f"augment_{k}"]) for k in ("shift", "rotation", "scale")}
+    augment = {k: float(p[f"augment_{k}"]) for k in ("shift", "rotation", "scale", "elastic")}
     if any(augment.values()):  # training batches only: the layer is an identity at inference
         layers.append(RandomAffine(**augment))
     if float(p["input_dropout"]) > 0:

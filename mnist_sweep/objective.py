@@ -32,6 +32,7 @@ from typing import Any
 import optuna
 
 from mnist_sweep.config import SweepConfig
+from mnist_sweep.confirmation import CONFIRMS_ATTR
 from mnist_sweep.data import Dataset
 from mnist_sweep.kept_models import keep_model
 from mnist_sweep.latency import measure_inference
@@ -115,8 +116,9 @@ class Objective:
         self.worker = worker
         self.failures_in_a_row = 0
         self.first_failure: Failure | None = None
+        self.deadline: float | None = None  # time.monotonic() at which running trials stop (hard_timeout)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         if self.on_start is not None:
             self.on_start(trial)
         try:
@@ -142,13 +144,21 @@ class Objective:
             self.failures_in_a_row += 1
             raise
         self.failures_in_a_row = 0
-        return value
+        if len(self.sweep.objectives) == 1:
+            return value
+        attrs = trial.user_attrs  # the costs this trial recorded, minimised beside its accuracy
+        return (value, *(float(attrs[name]) for name in self.sweep.objectives[1:]))
+
+    def past_deadline(self) -> bool:
+        """Whether the sweep's hard_timeout has passed: no trial starts then."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _check_not_surplus(self, trial: optuna.Trial) -> None:
-        if self.target_trials is None:
+        if self.target_trials is None or CONFIRMS_ATTR in trial.user_attrs:  # re-runs count beyond the target
             return
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-        others = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=states)
+                  if t.number < trial.number and CONFIRMS_ATTR not in t.user_attrs]
         if len(others) >= self.target_trials:
             raise SurplusTrial(f"target of {self.target_trials} trials already reached or running")
 
@@ -165,17 +175,21 @@ class Objective:
         trial.set_user_attr("n_params", count_params(model))
 
         enqueued = is_enqueued(trial)
+        single_objective = len(self.sweep.objectives) == 1
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if self.should_stop is not None and self.should_stop():
                 raise KeyboardInterrupt("stop requested")
             value = metrics["val_accuracy"]
-            if math.isfinite(value):
+            if math.isfinite(value) and single_objective:  # Optuna keeps no epochs of multi-objective trials
                 trial.report(value, step=epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, epochs, metrics)
+            if epoch + 1 < epochs and self.deadline is not None and time.monotonic() >= self.deadline:
+                trial.set_user_attr("fail_reason", f"stopped after epoch {epoch + 1}: the sweep's hard_timeout")
+                return True
             # the last epoch is paid for: keep it; an enqueued trial is a hand-picked config: run it whole
-            return epoch + 1 < epochs and not enqueued and trial.should_prune()
+            return epoch + 1 < epochs and not enqueued and single_objective and trial.should_prune()
 
         keep = self.sweep.keep.models
         fit_start = time.perf_counter()
@@ -193,9 +207,12 @@ class Objective:
         if result.stop_reason is not None:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
         value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
+        costs: dict[str, float] = {"n_params": count_params(model)}
         if self.sweep.training.measure_latency:
             for key, figure in measure_inference(model).items():
                 trial.set_user_attr(key, figure)
+                costs[key] = figure
         if result.best_weights is not None:
-            keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value, keep)
+            keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value, keep,
+                       costs=costs, pareto=self.sweep.keep.pareto)
         return value

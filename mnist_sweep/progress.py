@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 from optuna.trial import TrialState
 
+from mnist_sweep.objectives import accuracy_of, best_trial
+
 
 def short_params(params: dict[str, Any]) -> str:
     """``k=v`` pairs, floats to 3 significant digits."""
@@ -63,7 +65,7 @@ class TrialLines:
         filled = min(20, round(20 * done / self.target))
         bar = "#" * filled + "-" * (20 - filled)
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        value = f"val_acc={trial.value:.4f}" if trial.value is not None else ""
+        value = f"val_acc={accuracy_of(trial):.4f}" if trial.values else ""
         if trial.state == TrialState.PRUNED:
             steps = trial.intermediate_values
             last = steps[max(steps)] if steps else None
@@ -71,10 +73,8 @@ class TrialLines:
                 f"at epoch {max(steps)} val_acc={last:.4f}" if last is not None else "")
         elif trial.state == TrialState.FAIL:
             value = trial.user_attrs.get("fail_reason", "")
-        try:
-            best = f" best={study.best_value:.4f}"
-        except ValueError:
-            best = ""
+        leader = best_trial(study)
+        best = f" best={accuracy_of(leader):.4f}" if leader is not None else ""
         if self.before is not None:
             self.before()
         print(f"{self.prefix}[{bar}] {done}/{self.target} trial {trial.number} {trial.state.name} {value} "
@@ -163,9 +163,8 @@ def print_summary(study: Any, seconds: float, out: TextIO | None = None) -> None
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
     print(f"study '{study.study_name}': {states} ({seconds:.0f}s this run)", file=out)
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_trial(study)
+    if best is None:
         print("no completed trial yet", file=out)
         return
-    print(f"best trial {best.number}: val_accuracy={best.value:.4f} | {short_params(best.params)}", file=out)
+    print(f"best trial {best.number}: val_accuracy={accuracy_of(best):.4f} | {short_params(best.params)}", file=out)

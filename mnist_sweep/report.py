@@ -28,9 +28,11 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
+from mnist_sweep.confirmation import chosen_trial, config_groups
 from mnist_sweep.errors import InputError
 from mnist_sweep.figures import CAPTIONS, TITLES, fmt_value, note_of, report_figures, searched_axes
 from mnist_sweep.files import write_text_atomic
+from mnist_sweep.objectives import accuracy_of
 from mnist_sweep.paths import metrics_path as default_metrics_path
 from mnist_sweep.paths import report_path as default_report_path
 from mnist_sweep.study import DONE_STATES, count_states
@@ -105,15 +107,12 @@ def _summary(study: optuna.Study, trials: Sequence[FrozenTrial], searched: list[
     description = (study.user_attrs.get("sweep") or {}).get("description")
     if description:
         parts.append(f'<p class="description">{html.escape(str(description))}</p>')
-    try:
-        best = study.best_trial
-    except ValueError:
-        best = None
+    best = chosen_trial(study)
     if best is None:
         parts.append('<p class="best">No COMPLETE trial yet: the best config is not known.</p>')
     else:
         parts.append(f'<p class="best">Best: trial {best.number}, validation accuracy '
-                     f'<strong>{best.value:.4f}</strong>.</p>')
+                     f'<strong>{accuracy_of(best):.4f}</strong>{_confirmed_note(trials, best.number)}.</p>')
         rows = "".join(
             f'<tr class="{"searched" if k in searched else "fixed"}"><th>{html.escape(k)}</th>'
             f"<td>{html.escape(fmt_value(v))}</td></tr>" for k, v in best.params.items())
@@ -133,6 +132,11 @@ def _summary(study: optuna.Study, trials: Sequence[FrozenTrial], searched: list[
     parts.append(f'<p class="searched">Searched axes: {html.escape(axes)}.</p>')
     parts.append(_provenance_html(study.user_attrs.get("provenance")))
     return _section("summary", "".join(parts))
+
+
+def _confirmed_note(trials: Sequence[FrozenTrial], number: int) -> str:
+    group = next((g for g in config_groups(trials) if g.trial == number and g.runs > 1), None)
+    return "" if group is None else f"; mean of its {group.runs} runs (other seeds) {group.mean:.4f} ± {group.std:.4f}"
 
 
 def _provenance_html(provenance: Any) -> str:

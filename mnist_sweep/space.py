@@ -45,11 +45,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "augment_shift": 0.0,
     "augment_rotation": 0.0,
     "augment_scale": 0.0,
+    "augment_elastic": 0.0,
 }
 
 #: Axes added after studies already existed: left at their defaults they stay out of a study's
 #: fingerprint, so those studies still resume.
-LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale")
+LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale", "augment_elastic")
 
 #: Axes whose values are whole numbers (suggested with ``suggest_int``), per-layer widths included.
 INT_AXES = frozenset({"hidden_layers", "units", "batch_size", "epochs"})
@@ -173,6 +174,7 @@ WeightDecay = Annotated[float, Field(ge=0.0, le=1.0)]
 ShiftPixels = Annotated[float, Field(ge=0.0, le=8.0)]
 RotationDegrees = Annotated[float, Field(ge=0.0, le=45.0)]
 ScaleFraction = Annotated[float, Field(ge=0.0, lt=0.5)]
+ElasticAlpha = Annotated[float, Field(ge=0.0, le=100.0)]
 
 _D = DEFAULT_PARAMS
 
@@ -203,6 +205,10 @@ class SearchSpace(Frozen):
     augment_scale: Axis[ScaleFraction] = Field(
         default=Axis[ScaleFraction](value=_D["augment_scale"]),
         description="training images only: random scaling by a factor in 1 +- this")
+    augment_elastic: Axis[ElasticAlpha] = Field(
+        default=Axis[ElasticAlpha](value=_D["augment_elastic"]),
+        description="training images only: elastic distortion of this strength (Simard et al.'s alpha, "
+                    "smoothed over 4 pixels; 34 in their paper), 0 for none")
     per_layer_units: bool = Field(
         default=False, description="search units_l0, units_l1, ... per hidden layer instead of one shared width"
     )
@@ -214,7 +220,7 @@ class SearchSpace(Frozen):
     _shorthand_all = field_validator(
         "hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate",
         "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", "augment_shift",
-        "augment_rotation", "augment_scale", mode="before",
+        "augment_rotation", "augment_scale", "augment_elastic", mode="before",
     )(lambda v: _shorthand_axis(v) if v is not None else v)
 
     @model_validator(mode="after")

@@ -25,9 +25,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep.config import SweepConfig
+from mnist_sweep.confirmation import CONFIRMS_ATTR, enqueue_confirmations, waiting_confirmations
 from mnist_sweep.data import Dataset, load_dataset
 from mnist_sweep.errors import InputError, SweepFailed
 from mnist_sweep.objective import Objective
+from mnist_sweep.objectives import directions
 from mnist_sweep.paths import storage_url
 from mnist_sweep.samplers import make_pruner, make_sampler
 from mnist_sweep.storage import open_storage, reap_dead_trials, redact
@@ -48,7 +50,7 @@ def open_study(
     name = study_name or sweep.name
     sampler, pruner = make_sampler(sweep, worker), make_pruner(sweep)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions(sweep.objectives),
                                     sampler=sampler, pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
@@ -64,9 +66,11 @@ def open_study(
 
 
 def _check_resumable(study: optuna.Study, sweep: SweepConfig) -> None:
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise InputError(f"study '{study.study_name}': stored direction is {study.direction.name}, "
-                         "mnist_sweep maximises validation accuracy; use --study NEW or --new-study")
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != directions(sweep.objectives):
+        raise InputError(f"study '{study.study_name}': stored directions are {stored_directions}, the sweep's "
+                         f"objectives {sweep.objectives} want {directions(sweep.objectives)}; "
+                         "use --study NEW or --new-study")
     stored = study.user_attrs.get("sweep_fingerprint")
     if stored is not None and stored != sweep.fingerprint():
         old = study.user_attrs.get("sweep", {})
@@ -176,9 +180,26 @@ def run_sweep(
                           on_epoch=on_epoch, worker=worker)
     callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     started = time.monotonic()
-    while True:
+    if sweep.hard_timeout is not None:
+        objective.deadline = started + sweep.hard_timeout
+    _search(study, rdb, sweep, objective, callbacks, heartbeat, should_stop, max_consecutive_failures)
+    if sweep.confirm.top and not (should_stop is not None and should_stop()) and not objective.past_deadline():
+        enqueue_confirmations(study, sweep.confirm.top, sweep.confirm.seeds)
+        objective.target_trials = None  # the re-runs count beyond the sweep's trials
+        while waiting_confirmations(study) and not (should_stop is not None and should_stop()) \
+                and not objective.past_deadline():
+            _optimize_one(study, objective, callbacks, max_consecutive_failures)
+    reap_dead_trials(study, rdb)
+    return study
+
+
+def _search(study: optuna.Study, rdb: Any, sweep: SweepConfig, objective: Objective, callbacks: list[Any],
+            heartbeat: bool, should_stop: Callable[[], bool] | None, max_consecutive_failures: int) -> None:
+    """Run trials until the study holds ``sweep.trials`` finished ones, the timeout passes or a stop is asked."""
+    started = time.monotonic()
+    while not objective.past_deadline():
         counts = count_states(study)
-        done = sum(counts[s.name] for s in DONE_STATES)
+        done = sum(counts[s.name] for s in DONE_STATES) - _confirmations_done(study)
         if done >= sweep.trials:
             break
         if sweep.timeout is not None and time.monotonic() - started >= sweep.timeout:
@@ -191,10 +212,18 @@ def run_sweep(
             time.sleep(min(2.0, sweep.heartbeat.interval))  # others are finishing the target; a failure
             reap_dead_trials(study, rdb)  # there (or a dead worker's trial) is ours to replace
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
-        if objective.failures_in_a_row >= max_consecutive_failures:
-            first = objective.first_failure
-            raise SweepFailed(f"study '{study.study_name}': {objective.failures_in_a_row} trials failed in a row, "
-                              f"stopping (the first, trial {first.trial}: {first.reason})", first.traceback)
-    reap_dead_trials(study, rdb)
-    return study
+        _optimize_one(study, objective, callbacks, max_consecutive_failures)
+
+
+def _optimize_one(study: optuna.Study, objective: Objective, callbacks: list[Any], max_consecutive_failures: int
+                  ) -> None:
+    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+    if objective.failures_in_a_row >= max_consecutive_failures:
+        first = objective.first_failure
+        raise SweepFailed(f"study '{study.study_name}': {objective.failures_in_a_row} trials failed in a row, "
+                          f"stopping (the first, trial {first.trial}: {first.reason})", first.traceback)
+
+
+def _confirmations_done(study: optuna.Study) -> int:
+    """Finished re-runs of winner confirmation: they do not count towards ``trials``."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE_STATES) if CONFIRMS_ATTR in t.user_attrs)

@@ -33,8 +33,8 @@ def trial_score(trial: FrozenTrial) -> float | None:
     Pruned trials have no value of their own worth comparing (Optuna stores the last epoch's); the
     best epoch is what a COMPLETE trial's value means too.
     """
-    if trial.state == TrialState.COMPLETE and trial.value is not None:
-        return float(trial.value)
+    if trial.state == TrialState.COMPLETE and trial.values:
+        return float(trial.values[0])  # validation accuracy, the first objective
     finite = [v for v in trial.intermediate_values.values() if v is not None and math.isfinite(v)]
     return max(finite) if finite else None
 
@@ -59,7 +59,7 @@ def _row(trial: FrozenTrial, param_names: list[str], max_epoch: int) -> dict[str
     row: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": trial.values[0] if trial.values else None,  # validation accuracy, the first objective
         "best_val_accuracy": trial_score(trial),
         "datetime_start": trial.datetime_start,
         "datetime_complete": trial.datetime_complete,

@@ -27,13 +27,25 @@ def _sweep(trials: int, k: int, **changes) -> ms.SweepConfig:
 @pytest.fixture(scope="module")
 def kept_study(tmp_path_factory, tiny_dataset) -> optuna.Study:
     folder = tmp_path_factory.mktemp("kept")
-    return run_sweep(_sweep(6, 2), f"sqlite:///{folder / 's.db'}", dataset=tiny_dataset)
+    return run_sweep(_sweep(6, 2, name="kept"), f"sqlite:///{folder / 's.db'}", dataset=tiny_dataset)
 
 
-def test_only_the_best_k_complete_trials_keep_a_model(kept_study: optuna.Study) -> None:
+def test_the_best_k_and_the_size_front_keep_a_model(kept_study: optuna.Study) -> None:
     complete = sorted((t for t in kept_study.trials if t.state.name == "COMPLETE"), key=lambda t: (-t.value, t.number))
     kept = kept_models(kept_study)
-    assert [k.trial for k in kept] == [t.number for t in complete[:2]]
+    size = {t.number: t.user_attrs["n_params"] for t in complete}
+    value = {t.number: t.value for t in complete}
+
+    def covered(n: int, by: int) -> bool:  # ``by`` is at least as accurate and at most as large
+        return value[by] >= value[n] and size[by] <= size[n]
+
+    numbers = {k.trial for k in kept}
+    assert {t.number for t in complete[:2]} <= numbers
+    assert all(any(covered(t.number, k) for k in numbers) for t in complete)  # the size front is kept
+    for extra in numbers - {t.number for t in complete[:2]}:  # nothing else: each extra is on the front
+        assert not any(covered(extra, o) and (value[o], -size[o]) != (value[extra], -size[extra]) for o in value)
+    assert [k.trial for k in kept][:2] == [t.number for t in complete[:2]]  # best first
+    assert all(k.n_params == kept_study.trials[k.trial].user_attrs["n_params"] for k in kept)
     files = sorted(p.name for p in artifact_dir(kept_study).iterdir())
     assert files == sorted(k.artifact_id for k in kept)  # the displaced ones were deleted: disk stays bounded
     assert not list(artifact_dir(kept_study).glob(".*"))  # no temporary file left behind
@@ -150,3 +162,35 @@ def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_datas
     assert main(["final", "--storage", url]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "kept no trained model" in err
+
+
+def test_retained_keeps_the_best_k_and_each_front() -> None:
+    from mnist_sweep.kept_models import KeptModel, retained
+
+    models = [KeptModel(0, "a", 0.99, 9, 1000, 0.5), KeptModel(1, "b", 0.98, 9, 100, 0.4),
+              KeptModel(2, "c", 0.97, 9, 200, 0.1), KeptModel(3, "d", 0.96, 9, 300, 0.3),
+              KeptModel(4, "e", 0.985, 9, 2000, 0.9)]
+    assert [m.trial for m in retained(models, 1, pareto=False)] == [0]
+    # 1 is the smallest, 2 the fastest; 3 is beaten on both by 1 and 2; 4 is out of the best 1
+    assert [m.trial for m in retained(models, 1, pareto=True)] == [0, 1, 2]
+    assert retained(models, 0, pareto=True) == []
+
+
+def test_final_within_a_parameter_budget(kept_study: optuna.Study, tmp_path: Path, capsys) -> None:
+    from mnist_sweep.cli import main
+    from mnist_sweep.optuna_internals import storage_url_of
+
+    kept = kept_models(kept_study)
+    smallest = min(k.n_params for k in kept)
+    args = ["final", "--study", kept_study.study_name, "--storage", storage_url_of(kept_study)]
+    assert main([*args, "-o", str(tmp_path / "small"), "--max-params", str(smallest)]) == 0, capsys.readouterr()
+    metrics = json.loads((tmp_path / "small" / "metrics.json").read_text())
+    best_small = max((k for k in kept if k.n_params == smallest), key=lambda k: k.value)
+    assert metrics["members"] == [best_small.trial] and metrics["n_params"] == smallest
+    assert metrics["budget"] == {"max_params": smallest, "max_latency_ms": None}
+    assert metrics["latency_ms_batch1"] > 0 and metrics["images_per_s_batch1024"] > 0
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "none"), "--max-params", str(smallest - 1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-params" in err and f"n_params {smallest}" in err
+    assert not (tmp_path / "none").exists()  # nothing half-written

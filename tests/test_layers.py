@@ -185,3 +185,32 @@ def test_an_augmented_model_trains_and_validates_on_untouched_images(tiny_datase
     first = model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)
     again = model.evaluate(ds.x_val, ds.y_val, verbose=0, return_dict=True)
     assert first == again and first["accuracy"] == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+
+
+def test_elastic_distortion_warps_locally_and_keeps_the_digit_in_place() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import RandomAffine
+
+    x = _digit_batch(256)
+    layer = RandomAffine(elastic=34.0, seed=7)
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert not np.allclose(out, x, atol=1e-3)  # the square is bent ...
+    moved = np.abs(_centre_of_mass(out) - _centre_of_mass(x))
+    assert moved.mean() < 1.5 and moved.max() < 6.0  # ... about where it was (alpha 34: ~1.4 px per pixel)
+    assert np.std(out.sum(axis=1) / x.sum(axis=1)) > 0.01  # each image its own field
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)  # never at inference
+    weak = keras.ops.convert_to_numpy(RandomAffine(elastic=4.0, seed=7)(x, training=True))
+    assert np.abs(weak - x).mean() < np.abs(out - x).mean()  # alpha sets the strength
+
+
+def test_a_model_saved_with_elastic_distortion_loads_with_it(tmp_path) -> None:
+    use_backend()
+    from mnist_sweep.inference import load_model
+    from mnist_sweep.layers import RandomAffine
+
+    model = build_model({"hidden_layers": 1, "units": 16, "augment_elastic": 20.0})
+    model.save(tmp_path / "m.keras")
+    layer = next(layer for layer in load_model(tmp_path / "m.keras").layers if isinstance(layer, RandomAffine))
+    assert (layer.elastic, layer.shift) == (20.0, 0.0)

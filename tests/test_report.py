@@ -83,9 +83,11 @@ def test_report_holds_every_figure_and_embeds_plotly(report: tuple[Path, str]) -
     parser.feed(text)
     parser.close()
     assert set(SECTIONS) <= parser.ids
-    assert {f"plot-{s}" for s in FIGURE_SECTIONS} <= parser.ids  # every figure drawn, no fallback note
+    drawn = [s for s in FIGURE_SECTIONS if s != "confirm"]  # the sweep confirms nothing: a note says so
+    assert {f"plot-{s}" for s in drawn} <= parser.ids  # every other figure drawn, no fallback note
+    assert "No config was re-run with other seeds" in text
     assert parser.script_srcs == [] and 'src="https://cdn.plot.ly' not in text  # offline: plotly.js is inline
-    assert path.stat().st_size > 1_000_000 and text.count("Plotly.newPlot(") == len(FIGURE_SECTIONS)
+    assert path.stat().st_size > 1_000_000 and text.count("Plotly.newPlot(") == len(drawn)
     assert parser.rows == 6 and "trials-table" in parser.ids
 
 
