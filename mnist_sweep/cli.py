@@ -186,7 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"error: {r['file']}: {r['error']}", file=sys.stderr)
         elif not args.json:
-            print(f"{r['file']}: {r['digit']} (p={r['probability']:.3f})")
+            print(f"{r['file']}: {r['label']} (p={r['probability']:.3f})")
     return EXIT_INPUT if any("error" in r for r in results) else EXIT_OK
 
 
@@ -212,6 +212,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model's web page and /predict until Ctrl-C."""
+    from mnist_sweep.serve import serve_model
+    from mnist_sweep.settings import quiet_libraries
+
+    quiet_libraries()
+    serve_model(args.model, host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def cmd_trials(args: argparse.Namespace) -> int:
     """Export one row per trial as CSV (params, timing, size, reasons, per-epoch validation accuracy)."""
     from mnist_sweep.tables import trials_frame
@@ -231,7 +241,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "studies": cmd_studies, "export": cmd_export, "train": cmd_train,
             "final": cmd_final, "predict": cmd_predict, "report": cmd_report, "dashboard": cmd_dashboard,
-            "trials": cmd_trials, "bench": cmd_bench, "schema": cmd_schema}
+            "serve": cmd_serve, "trials": cmd_trials, "bench": cmd_bench, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

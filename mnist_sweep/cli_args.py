@@ -162,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     dashboard.set_defaults(command="dashboard")
 
+    serve = sub.add_parser("serve", help="a web page to draw or upload an image and see the model's answer",
+                           description=("Serve a page with a drawing canvas and an upload button for MODEL, and "
+                                        "POST /predict (an image as the body, or a multipart field 'image') answering "
+                                        "JSON like predict --json. No authentication: keep it on loopback."))
+    serve.add_argument("model", metavar="MODEL", help="a .keras model (from train or final)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.set_defaults(command="serve")
+
     trials = sub.add_parser("trials", help="export a study's trials as CSV", description=(
         "One row per trial: state, value, params_*, times, n_params, seconds_per_epoch, latency_ms_batch1, "
         "images_per_s_batch1024, epochs_run, fail_reason, val_accuracy_e1..eN and the per-epoch history as JSON."))

@@ -120,18 +120,24 @@ PrunerConfig = Annotated[
 
 
 class DataConfig(Frozen):
-    """Where MNIST comes from and how the training set is split. The test set is never searched on."""
+    """Where the images come from and how they are split. The test set is never searched on."""
 
     source: str = Field(
         default="bundled",
         description="'bundled' (the IDX files shipped in the package), 'keras' (downloads), "
-        "a directory of the four IDX files, or an .npz with x_train, y_train, x_test, y_test",
+        "a directory of the four IDX files, an .npz with x_train, y_train, x_test, y_test, a folder of images "
+        "with one subfolder per class (optionally under train/ and test/), or a label,pixel0,... CSV",
     )
     validation_size: int = Field(default=10000, ge=10, description="images held out of the training set")
     train_size: int | None = Field(
         default=None, ge=10, description="train on only this many of the remaining images (smoke sweeps)"
     )
-    seed: int = Field(default=0, description="seed of the stratified validation split")
+    seed: int = Field(default=0, description="seed of the stratified validation split (and of a carved test split)")
+    image_size: int | None = Field(default=None, ge=4, le=256, description="an image folder's images are "
+                                   "resized to this side; default: their most common size")
+    test_source: str | None = Field(default=None, description="a pixel CSV's labelled test CSV")
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the images carved as the "
+                                 "test set when the source has no test split (seeded, stratified, the same every time)")
 
 
 class HeartbeatConfig(Frozen):

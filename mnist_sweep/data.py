@@ -1,9 +1,12 @@
-"""MNIST, offline first: IDX reader, checksums, a fixed stratified validation split.
+"""MNIST or your own images, offline first: the sources, checksums, fixed stratified splits.
 
 The four canonical IDX files ship inside the package (``mnist_sweep/datasets/mnist``) and are
-checked against their published sha256 on every load. Other MNIST-format data come from a
-directory of IDX files (gzip or raw), an ``.npz`` in keras's ``mnist.npz`` layout, or
-``keras.datasets.mnist.load_data()`` (needs internet).
+checked against their published sha256 on every load. Other data come from a directory of IDX
+files (gzip or raw), an ``.npz`` in keras's ``mnist.npz`` layout, ``keras.datasets.mnist``
+(needs internet), a folder of images with one subfolder per class or a ``label,pixel...`` CSV
+(:mod:`mnist_sweep.sources`): square images of any size, any number of classes. A source
+without a test split gets one carved, seeded and stratified (``data.test_fraction``), the same
+images every time.
 
 Load once per process and pass the :class:`Dataset` to every trial; the objective sees only
 ``train`` and ``val``. ``test`` is for ``train`` (the retrain command) alone.
@@ -26,6 +29,7 @@ import numpy as np
 
 from mnist_sweep.config import DataConfig
 from mnist_sweep.errors import InputError
+from mnist_sweep.sources import RawData, class_names_of, read_image_folder, read_pixel_csv
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
 
@@ -48,7 +52,7 @@ _IDX_TYPES = {0x08: np.uint8}
 
 @dataclass(frozen=True)
 class Dataset:
-    """Flattened float32 images in [0, 1] (n x 784) and int32 labels."""
+    """Flattened float32 images in [0, 1] (n x side*side, MNIST's n x 784), int32 labels, class names."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -57,10 +61,24 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
+    notes: tuple[str, ...] = ()
+
+    @property
+    def side(self) -> int:
+        """Images are ``side x side`` pixels."""
+        return int(round(self.x_train.shape[1] ** 0.5))
+
+    @property
+    def signature(self) -> dict[str, object]:
+        """What a study's trials depend on besides the config: image size and class names."""
+        return {"side": self.side, "class_names": list(self.class_names)}
 
     def describe(self) -> str:
+        shape = "" if self.side == 28 and len(self.class_names) == 10 else \
+            f" ({self.side} x {self.side}, {len(self.class_names)} classes)"
         return (f"{self.source}: {len(self.x_train)} train, {len(self.x_val)} validation, "
-                f"{len(self.x_test)} test images")
+                f"{len(self.x_test)} test images{shape}")
 
     def merge_validation(self) -> Dataset:
         """The validation images moved into the training set (none left to validate on), test untouched.
@@ -76,6 +94,7 @@ class Dataset:
         return Dataset(
             x_train=np.concatenate([self.x_train, self.x_val]), y_train=np.concatenate([self.y_train, self.y_val]),
             x_val=self.x_val[:0], y_val=self.y_val[:0], x_test=self.x_test, y_test=self.y_test, source=self.source,
+            class_names=self.class_names, notes=self.notes,
         )
 
 
@@ -147,35 +166,61 @@ def _load_keras() -> dict[str, np.ndarray]:
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
-def load_arrays(source: str = "bundled") -> dict[str, np.ndarray]:
-    """The raw uint8 arrays of a data source, checked for MNIST's shape and labels."""
+def load_arrays(source: str = "bundled", image_size: int | None = None,
+                test_source: str | None = None) -> RawData:
+    """The raw uint8 images of a data source with their labels and class names, checked.
+
+    A directory holding class subfolders is an image folder; one holding IDX files is IDX; a
+    ``.csv`` is a pixel CSV (``test_source``: its labelled test CSV); a ``.npz`` is keras's layout.
+    """
     if source == "bundled":
-        arrays = _load_idx_dir(BUNDLED_DIR, verify=True)
+        raw = _from_arrays(_load_idx_dir(BUNDLED_DIR, verify=True))
     elif source == "keras":
-        arrays = _load_keras()
+        raw = _from_arrays(_load_keras())
     else:
         path = Path(source).expanduser()
-        if path.is_dir():
-            arrays = _load_idx_dir(path, verify=False)
-        elif path.suffix == ".npz" and path.is_file():
-            arrays = _load_npz(path)
+        if path.is_dir() and _has_idx(path):
+            raw = _from_arrays(_load_idx_dir(path, verify=False))
+        elif path.is_dir():
+            raw = read_image_folder(path, image_size)
+        elif path.suffix.lower() == ".npz" and path.is_file():
+            raw = _from_arrays(_load_npz(path))
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            raw = read_pixel_csv(path, Path(test_source).expanduser() if test_source else None)
         elif not path.exists():
             raise InputError(f"{source}: no such data file or directory")
         else:
-            raise InputError(f"{source}: want a directory of IDX files or an .npz file")
-    _check_arrays(arrays, source)
-    return arrays
+            raise InputError(f"{source}: want a directory of IDX files or of class folders, an .npz or a .csv file")
+    _check_arrays(raw, source)
+    return raw
 
 
-def _check_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 3 or x.shape[1:] != (28, 28):
-            raise InputError(f"{source}: x_{split} has shape {x.shape}, want (n, 28, 28)")
+def _has_idx(folder: Path) -> bool:
+    return any(folder.glob("*idx*-ubyte*"))
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> RawData:
+    labels = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
+    if labels.size and labels.min() < 0:
+        raise InputError("labels must be whole numbers >= 0")
+    names = class_names_of(labels.astype(np.int64)) if labels.size else ()
+    return RawData(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names)
+
+
+def _check_arrays(raw: RawData, source: str) -> None:
+    splits = [("train", raw.x_train, raw.y_train)] + ([("test", raw.x_test, raw.y_test)] if raw.x_test is not None
+                                                      else [])
+    side = raw.x_train.shape[1] if raw.x_train.ndim == 3 else None
+    for split, x, y in splits:
+        if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[1] != side or not 4 <= x.shape[1] <= 256:
+            raise InputError(f"{source}: x_{split} has shape {x.shape}, want (n, side, side) square images, "
+                             "the same side (4..256) in every split")
         if y.ndim != 1 or len(y) != len(x):
             raise InputError(f"{source}: {len(x)} {split} images but y_{split} has shape {y.shape}")
-        if len(y) and (y.min() < 0 or y.max() > 9):
-            raise InputError(f"{source}: y_{split} has labels outside 0-9")
+        if len(y) and (y.min() < 0 or y.max() >= len(raw.class_names)):
+            raise InputError(f"{source}: y_{split} has labels outside 0-{len(raw.class_names) - 1}")
+    if len(raw.class_names) < 2:
+        raise InputError(f"{source}: want at least 2 classes, found {len(raw.class_names)}")
 
 
 def stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,19 +243,26 @@ def _scale(x: np.ndarray) -> np.ndarray:
 
 
 def load_dataset(config: DataConfig, source: str | None = None) -> Dataset:
-    """Load, check, scale and split MNIST as ``config`` says (``source`` overrides ``config.source``)."""
+    """Load, check, scale and split the data as ``config`` says (``source`` overrides ``config.source``)."""
     source = source or config.source
-    arrays = load_arrays(source)
-    y_all = arrays["y_train"].astype(np.int32)
+    raw = load_arrays(source, config.image_size, config.test_source)
+    x_all, y_all, notes = raw.x_train, raw.y_train.astype(np.int32), list(raw.notes)
+    x_test, y_test = raw.x_test, raw.y_test
+    if x_test is None:  # carved once, seeded: the same test images for the sweep, train and final
+        n_test = max(len(raw.class_names), round(config.test_fraction * len(y_all)))
+        keep, test = stratified_split(y_all, n_test, config.seed + 1)
+        keep.sort()
+        test.sort()
+        x_test, y_test, x_all, y_all = x_all[test], y_all[test], x_all[keep], y_all[keep]
+        notes.append(f"no test split: {n_test} images ({config.test_fraction:.0%}) carved as the test set, seeded")
     if config.validation_size >= len(y_all):
         raise InputError(f"data.validation_size: {config.validation_size} >= {len(y_all)} training images")
     train_idx, val_idx = stratified_split(y_all, config.validation_size, config.seed)
     if config.train_size is not None:
         train_idx = train_idx[: config.train_size]
-    x_all = arrays["x_train"]
     return Dataset(
         x_train=_scale(x_all[train_idx]), y_train=y_all[train_idx],
         x_val=_scale(x_all[val_idx]), y_val=y_all[val_idx],
-        x_test=_scale(arrays["x_test"]), y_test=arrays["y_test"].astype(np.int32),
-        source=source,
+        x_test=_scale(x_test), y_test=y_test.astype(np.int32),
+        source=source, class_names=raw.class_names, notes=tuple(notes),
     )

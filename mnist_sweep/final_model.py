@@ -168,8 +168,11 @@ def _average(members: list[Any], trials: list[int]) -> Any:
     """One Keras model that averages the members' class probabilities."""
     import keras
 
+    from mnist_sweep.inference import class_names
+    from mnist_sweep.layers import ClassNames
+
     inputs = keras.Input(shape=members[0].input_shape[1:])
     for member, trial in zip(members, trials, strict=True):
         member.name = f"trial_{trial}"  # nested models need unique names
     outputs = keras.layers.Average()([member(inputs) for member in members])
-    return keras.Model(inputs, outputs, name=f"ensemble_of_{len(members)}")
+    return keras.Model(inputs, ClassNames(class_names(members[0]))(outputs), name=f"ensemble_of_{len(members)}")

@@ -1,11 +1,13 @@
-"""Classify digits with a trained model: image files, PIL images or MNIST-style arrays.
+"""Classify images with a trained model: image files, PIL images or MNIST-style arrays.
 
 An MLP trained on MNIST only knows MNIST's conventions, so an image file or PIL image is first
 made to look like an MNIST digit (:func:`preprocess`, the steps of MNIST's own normalisation):
-grayscale, white ink on black (inverted when the border is light), cropped to the digit, scaled
+grayscale, white ink on black (inverted when the border is light), cropped to the ink, scaled
 to fit 20 x 20 keeping its aspect ratio, placed on 28 x 28 with its centre of mass at the
-centre, in [0, 1]. Arrays are taken as MNIST images already (28 x 28, white on black: uint8
-0..255 or floats in [0, 1]) and only scaled.
+centre, in [0, 1]; for a model of another input size the same at its size (a box of 20/28 of
+the side). Arrays are taken as model inputs already (side x side, white on black: uint8 0..255
+or floats in [0, 1]) and only scaled. Each prediction names its class by the model's class names
+(:class:`mnist_sweep.layers.ClassNames`; a model saved without them has the ten digits).
 
 Example:
     >>> predictions = predict("studies/quick/model.keras", x_test[:3])
@@ -27,12 +29,13 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist_sweep.errors import InputError
 
-_BOX, _CANVAS = 20, 28
+_BOX_SHARE = 20 / 28  # MNIST puts each digit in a 20 x 20 box on 28 x 28
 _INK_THRESHOLD = 0.25  # of the darkest-to-lightest range: what counts as the digit for cropping
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
-    """An image of one digit as MNIST's model input: 784 float32 values in [0, 1], white on black.
+def preprocess(image: Image.Image, side: int = 28) -> np.ndarray:
+    """An image of one digit as a model input: ``side * side`` float32 values in [0, 1], white on black
+    (784 for MNIST's 28 x 28).
 
     Raises:
         InputError: the image is blank (no ink to find).
@@ -47,12 +50,12 @@ def preprocess(image: Image.Image) -> np.ndarray:
     rows, cols = np.nonzero(ink > _INK_THRESHOLD)
     ink = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
     height, width = ink.shape
-    scale = _BOX / max(height, width)
+    scale = max(1, round(side * _BOX_SHARE)) / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     patch = Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     digit = np.asarray(patch, dtype=np.float32) / 255.0
-    canvas = np.zeros((_CANVAS, _CANVAS), dtype=np.float32)
-    top, left = _centre_of_mass_offset(digit)
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = _centre_of_mass_offset(digit, side)
     canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
     return canvas.reshape(-1)
 
@@ -61,7 +64,7 @@ def load_model(path: str | Path) -> Any:
     """Load a ``.keras`` model saved by ``train`` (safe mode: no arbitrary code from the file).
 
     Raises:
-        InputError: not a ``.keras`` file, missing, unreadable, or not a 784-input model.
+        InputError: not a ``.keras`` file, missing, unreadable, or not a model of flattened square images.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -81,34 +84,63 @@ def load_model(path: str | Path) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{path}: cannot load model ({first[:200]})") from None
     shape = tuple(getattr(model, "input_shape", ()) or ())
-    if shape[-1:] != (784,):
-        raise InputError(f"{path}: not an MNIST model (input shape {shape}, want (None, 784))")
+    inputs = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else 0
+    if inputs < 16 or int(round(inputs ** 0.5)) ** 2 != inputs:
+        raise InputError(f"{path}: not a model of flattened square images (input shape {shape}, want (None, 784) "
+                         "or another square count)")
     return model
+
+
+def input_side(model: Any) -> int:
+    """The side of the square images ``model`` takes (28 for MNIST)."""
+    return int(round(int(model.input_shape[-1]) ** 0.5))
+
+
+def class_names(model: Any) -> tuple[str, ...]:
+    """The names of ``model``'s classes, in output order: as saved with it, else its outputs' numbers."""
+    from mnist_sweep.layers import ClassNames
+
+    for layer in reversed(model.layers):
+        if isinstance(layer, ClassNames):
+            return tuple(layer.names)
+    return tuple(str(i) for i in range(int(model.output_shape[-1])))
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's class: ``digit``, its ``probability`` and all ten ``probabilities``."""
+    """One image's class: its ``label`` (the class name), ``index``, ``probability`` and every class's
+    ``probabilities``; ``digit`` is the index for a model of the ten digits, else None."""
 
-    digit: int
+    label: str
+    index: int
     probability: float
     probabilities: tuple[float, ...]
+    digit: int | None = None
 
     def __getitem__(self, key: str) -> Any:
-        """``p["digit"]`` as well as ``p.digit``, like the dicts ``predict --json`` prints."""
+        """``p["label"]`` as well as ``p.label``, like the dicts ``predict --json`` prints."""
         return getattr(self, key)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["digit"] is None:
+            del data["digit"]
+        return data
+
+
+def _prediction(row: np.ndarray, names: tuple[str, ...]) -> Prediction:
+    index = int(np.argmax(row))
+    digits = names == tuple(str(d) for d in range(10))
+    return Prediction(names[index], index, float(row[index]), tuple(float(p) for p in row), index if digits else None)
 
 
 def predict(model: Any, images: Any) -> list[Prediction]:
     """Classify ``images`` with ``model`` (a Keras model, or the path of a ``.keras`` file).
 
     Args:
-        images: one image or a sequence of them: file paths, PIL images, or arrays in MNIST's
-            layout (28 x 28, or 784 values; uint8 0..255 or floats in [0, 1]; white on black).
-            A batch array (n x 28 x 28 or n x 784) is n images.
+        images: one image or a sequence of them: file paths, PIL images, or arrays in the model's
+            layout (side x side, or side * side values: 28 x 28 or 784 for MNIST; uint8 0..255 or
+            floats in [0, 1]; white on black). A batch array (n x side x side, n x side * side) is n images.
 
     Returns:
         One :class:`Prediction` per image, in order.
@@ -118,32 +150,34 @@ def predict(model: Any, images: Any) -> list[Prediction]:
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    x = np.stack([_as_input(item, i) for i, item in enumerate(_items(images))])
+    side, names = input_side(model), class_names(model)
+    x = np.stack([_as_input(item, i, side) for i, item in enumerate(_items(images, side))])
     probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
-    return [Prediction(int(np.argmax(row)), float(row.max()), tuple(float(p) for p in row)) for row in probabilities]
+    return [_prediction(row, names) for row in probabilities]
 
 
-def _items(images: Any) -> list[Any]:
+def _items(images: Any, side: int) -> list[Any]:
     if isinstance(images, (str, Path, Image.Image)):
         return [images]
     if isinstance(images, np.ndarray):
-        if images.ndim == 3 or (images.ndim == 2 and images.shape[1] == _CANVAS * _CANVAS):
+        if images.ndim == 3 or (images.ndim == 2 and images.shape[1] == side * side):
             return list(images)
         return [images]
     return list(images)
 
 
-def _as_input(item: Any, index: int) -> np.ndarray:
+def _as_input(item: Any, index: int, side: int) -> np.ndarray:
     if isinstance(item, (str, Path)):
         try:
-            return preprocess(_open(Path(item)))
+            return preprocess(_open(Path(item)), side)
         except InputError as err:
             raise InputError(f"{item}: {err}") from None
     if isinstance(item, Image.Image):
-        return preprocess(item)
+        return preprocess(item, side)
     array = np.asarray(item)
-    if array.size != _CANVAS * _CANVAS or array.ndim not in (1, 2):
-        raise InputError(f"image {index}: an array of shape {array.shape}, want 28 x 28 or 784 values")
+    if array.size != side * side or array.ndim not in (1, 2):
+        raise InputError(f"image {index}: an array of shape {array.shape}, want {side} x {side} or "
+                         f"{side * side} values")
     scaled = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
     if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
         raise InputError(f"image {index}: float values outside [0, 1] (uint8 arrays are scaled by 1/255)")
@@ -155,17 +189,19 @@ def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any
     (what ``predict FILE...`` prints). ``model`` is a Keras model or a ``.keras`` path.
 
     Returns:
-        One dict per path, in order: ``file``, then ``digit``, ``probability`` and
-        ``probabilities`` (10 floats), or ``error`` (one line).
+        One dict per path, in order: ``file``, then ``label`` (the class name), ``index``,
+        ``probability``, ``probabilities`` (one per class) and, for a model of the ten digits,
+        ``digit``; or ``error`` (one line).
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
+    side, names = input_side(model), class_names(model)
     results: list[dict[str, Any]] = []
     inputs: list[np.ndarray] = []
     for path in paths:
         entry: dict[str, Any] = {"file": str(path)}
         try:
-            inputs.append(preprocess(_open(Path(path))))
+            inputs.append(preprocess(_open(Path(path)), side))
         except InputError as err:
             entry["error"] = str(err)
         results.append(entry)
@@ -174,9 +210,7 @@ def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any
         rows = iter(probabilities)
         for entry in results:
             if "error" not in entry:
-                row = next(rows)
-                digit = int(np.argmax(row))
-                entry.update(digit=digit, probability=float(row[digit]), probabilities=[float(p) for p in row])
+                entry.update(_prediction(next(rows), names).to_dict())
     return results
 
 
@@ -217,13 +251,13 @@ def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
 
-def _centre_of_mass_offset(digit: np.ndarray) -> tuple[int, int]:
+def _centre_of_mass_offset(digit: np.ndarray, side: int) -> tuple[int, int]:
     """Top-left corner that puts ``digit``'s centre of mass on the canvas centre, kept inside the canvas."""
     height, width = digit.shape
     total = digit.sum()
     rows, cols = np.indices(digit.shape)
     cy = (rows * digit).sum() / total if total > 0 else (height - 1) / 2
     cx = (cols * digit).sum() / total if total > 0 else (width - 1) / 2
-    top = int(np.clip(round(_CANVAS / 2 - cy), 0, _CANVAS - height))
-    left = int(np.clip(round(_CANVAS / 2 - cx), 0, _CANVAS - width))
+    top = int(np.clip(round(side / 2 - cy), 0, side - height))
+    left = int(np.clip(round(side / 2 - cx), 0, side - width))
     return top, left

@@ -70,6 +70,25 @@ class VariableDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="mnist_sweep")
+class ClassNames(keras.layers.Layer):
+    """An identity on the class probabilities that carries the classes' names, so a saved model says
+    what each output means (``predict`` and ``serve`` print the name)."""
+
+    def __init__(self, names: list[str] | tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.names = [str(n) for n in names]
+
+    def call(self, inputs: Any) -> Any:
+        return inputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "names": self.names}
+
+
 #: Smoothness of the elastic distortion's displacement field, in pixels (Simard et al. 2003 used 4).
 ELASTIC_SIGMA = 4.0
 

@@ -12,10 +12,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mnist_sweep.space import DEFAULT_PARAMS, OPTIMIZERS, layer_units_name
+
+#: MNIST's classes, the default of a model's class names.
+DIGITS: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 #: The six axes the tutorial tuned by hand.
 TUTORIAL_AXES = ("hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs")
@@ -70,7 +73,8 @@ def build_optimizer(params: Mapping[str, Any], steps_per_epoch: int | None = Non
 
 
 def build_model(
-    params: Mapping[str, Any], steps_per_epoch: int | None = None, steps_per_execution: int = 1
+    params: Mapping[str, Any], steps_per_epoch: int | None = None, steps_per_execution: int = 1, *,
+    input_size: int = 784, class_names: Sequence[str] = DIGITS,
 ) -> Any:
     """Build and compile the MLP that ``params`` describes.
 
@@ -79,11 +83,14 @@ def build_model(
             ``learning_rate``, ...); missing ones take :data:`DEFAULT_PARAMS`.
         steps_per_epoch: batches per epoch, needed by the ``cosine`` learning-rate schedule.
         steps_per_execution: batches per compiled call (speed only).
+        input_size: pixels per image, flattened (the data's ``side * side``; MNIST's 784).
+        class_names: one per output, in label order (MNIST's ten digits by default); the saved
+            model carries them (:class:`~mnist_sweep.layers.ClassNames`).
 
     Returns:
-        A compiled ``keras.Sequential``: 784 inputs, randomly shifted, rotated and scaled during
+        A compiled ``keras.Sequential``: ``input_size`` inputs, randomly shifted, rotated and scaled during
         training when an ``augment_*`` param is above 0, ``hidden_layers`` Dense layers (each
-        optionally batch-normalised, then activated, then dropped out), 10 softmax outputs,
+        optionally batch-normalised, then activated, then dropped out), one softmax output per class,
         sparse categorical cross-entropy, accuracy.
 
     Every hidden layer gets its dropout layer, at rate 0 too (an exact identity): the rate is an
@@ -92,13 +99,13 @@ def build_model(
     """
     import keras
 
-    from mnist_sweep.layers import NumpyGlorotUniform, RandomAffine, VariableDropout
+    from mnist_sweep.layers import ClassNames, NumpyGlorotUniform, RandomAffine, VariableDropout
 
     def dense(width: int, **kwargs: Any) -> Any:
         return keras.layers.Dense(width, kernel_initializer=NumpyGlorotUniform(), **kwargs)
 
     p = resolve_params(params)
-    layers: list[Any] = [keras.Input(shape=(784,))]
+    layers: list[Any] = [keras.Input(shape=(input_size,))]
     augment = {k: float(p[f"augment_{k}"]) for k in ("shift", "rotation", "scale", "elastic")}
     if any(augment.values()):  # training batches only: the layer is an identity at inference
         layers.append(RandomAffine(**augment))
@@ -111,7 +118,7 @@ def build_model(
         else:
             layers.append(dense(width, activation=p["activation"]))
         layers.append(VariableDropout(float(p["dropout"])))  # at rate 0 too (docstring: why)
-    layers.append(dense(10, activation="softmax"))
+    layers += [dense(len(class_names), activation="softmax"), ClassNames(class_names)]
     model = keras.Sequential(layers, name="mlp")
     model.compile(
         optimizer=build_optimizer(p, steps_per_epoch),

@@ -171,6 +171,7 @@ class Objective:
             params,
             steps_per_epoch=max(1, len(ds.x_train) // batch_size),  # fit drops the partial batch
             steps_per_execution=self.sweep.training.steps_per_execution,
+            input_size=ds.x_train.shape[1], class_names=ds.class_names,
         )
         trial.set_user_attr("n_params", count_params(model))
 

@@ -107,6 +107,11 @@ def _summary(study: optuna.Study, trials: Sequence[FrozenTrial], searched: list[
     description = (study.user_attrs.get("sweep") or {}).get("description")
     if description:
         parts.append(f'<p class="description">{html.escape(str(description))}</p>')
+    signature = study.user_attrs.get("data_signature")
+    if signature:
+        names = ", ".join(map(str, signature.get("class_names", [])))
+        parts.append(f'<p class="data">Data: {signature.get("side")} x {signature.get("side")} images, '
+                     f'{len(signature.get("class_names", []))} classes: {html.escape(names)}.</p>')
     best = chosen_trial(study)
     if best is None:
         parts.append('<p class="best">No COMPLETE trial yet: the best config is not known.</p>')

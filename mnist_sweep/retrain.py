@@ -121,7 +121,8 @@ def train_final(
     batch_size, n_epochs = int(params["batch_size"]), int(params["epochs"])
     fresh_keras(seed)
     model = build_model(params, steps_per_epoch=math.ceil(len(dataset.x_train) / batch_size),
-                        steps_per_execution=sweep.training.steps_per_execution)
+                        steps_per_execution=sweep.training.steps_per_execution,
+                        input_size=dataset.x_train.shape[1], class_names=dataset.class_names)
     start = time.perf_counter()
     fitted = fit(model, dataset.x_train, dataset.y_train, None, None, batch_size=batch_size, epochs=n_epochs,
                  on_epoch=on_epoch)

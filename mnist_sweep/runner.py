@@ -104,6 +104,8 @@ def run(
     say = _printer(out, shown)
     header = (f"sweep {sweep.name}: study '{name}' in {redact(url)}, target {sweep.trials} trials; "
               f"data {dataset.describe()}; backend {backend}")
+    for note in dataset.notes:  # what was done to the user's images, said once
+        header += f"\n  data: {note}"
     start = time.monotonic()
     with StopSignals.installed() as stop:
         if jobs > 1:

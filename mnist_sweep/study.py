@@ -40,12 +40,14 @@ MAX_CONSECUTIVE_FAILURES = 3
 
 def open_study(
     sweep: SweepConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None = None, worker: int = 0,
-    provenance: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None, data_signature: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
-    """Create the sweep's study (enqueueing its ``enqueue:`` trials, recording ``provenance``) or resume it.
+    """Create the sweep's study (enqueueing its ``enqueue:`` trials, recording ``provenance`` and the
+    data's image size and class names) or resume it.
 
     Raises:
-        InputError: the stored study was made from a different search space or data.
+        InputError: the stored study was made from a different search space or data (another
+            image size or other classes too).
     """
     name = study_name or sweep.name
     sampler, pruner = make_sampler(sweep, worker), make_pruner(sweep)
@@ -55,14 +57,26 @@ def open_study(
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
         _check_resumable(study, sweep)
+        stored = study.user_attrs.get("data_signature")
+        if data_signature is not None and stored is not None and stored != dict(data_signature):
+            raise InputError(f"study '{study.study_name}' was made on other data ({_shape(stored)}, now "
+                             f"{_shape(data_signature)}); use --study NEW or --new-study") from None
         return study
     study.set_user_attr("sweep_fingerprint", sweep.fingerprint())
     study.set_user_attr("sweep", sweep.model_dump(mode="json"))
+    if data_signature is not None:
+        study.set_user_attr("data_signature", dict(data_signature))
     if provenance is not None:
         study.set_user_attr("provenance", dict(provenance))
     for params in sweep.enqueue:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     return study
+
+
+def _shape(signature: Mapping[str, Any]) -> str:
+    names = list(signature.get("class_names", []))
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"{signature.get('side')} x {signature.get('side')} images, classes {shown}"
 
 
 def _check_resumable(study: optuna.Study, sweep: SweepConfig) -> None:
@@ -174,7 +188,7 @@ def run_sweep(
     make_sampler(sweep)
     dataset = dataset if dataset is not None else load_dataset(sweep.data)
     rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
-    study = open_study(sweep, rdb, study_name, worker, provenance)
+    study = open_study(sweep, rdb, study_name, worker, provenance, dataset.signature)
     reap_dead_trials(study, rdb)  # Optuna reaps only when a trial starts; reap at start-up too
     objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start, should_stop=should_stop,
                           on_epoch=on_epoch, worker=worker)

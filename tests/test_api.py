@@ -83,10 +83,13 @@ def test_run_to_prediction_in_a_few_calls(sqlite_url: str, tmp_path: Path, tiny_
 def test_predict_names_a_bad_image(tmp_path: Path) -> None:
     bad = tmp_path / "x.png"
     bad.write_text("not an image")
+    from mnist_sweep.model import build_model
+
+    model = build_model({"hidden_layers": 0})
     with pytest.raises(ms.InputError, match=r"x\.png: not an image"):
-        ms.predict(object(), [bad])
-    with pytest.raises(ms.InputError, match=r"image 0: an array of shape \(3, 3\)"):
-        ms.predict(object(), np.zeros((3, 3)))
+        ms.predict(model, [bad])
+    with pytest.raises(ms.InputError, match=r"image 0: an array of shape \(3, 3\), want 28 x 28 or 784"):
+        ms.predict(model, np.zeros((3, 3)))
 
 
 def test_a_study_name_with_a_space_has_one_folder(sqlite_url: str, tmp_path: Path, monkeypatch) -> None:

@@ -26,7 +26,8 @@ def test_tutorial_models(index: int, dense: list[int], n_params: int) -> None:
     assert count_params(model) == n_params
     dropouts = [layer.rate for layer in model.layers if layer.__class__.__name__ == "VariableDropout"]
     assert dropouts == [TUTORIAL_MODELS[index]["dropout"]] * TUTORIAL_MODELS[index]["hidden_layers"]
-    assert model.layers[-1].activation.__name__ == "softmax"
+    assert model.layers[-2].activation.__name__ == "softmax"
+    assert model.layers[-1].names == [str(d) for d in range(10)]  # the saved model names its classes
 
 
 @pytest.mark.parametrize("name", sorted(KERAS_DEFAULT_LR))

@@ -24,7 +24,7 @@ def test_the_python_quick_start_runs(tmp_path: Path, monkeypatch, capsys) -> Non
     assert len(namespace["study"].trials) == 6
     assert 0.8 < namespace["final"].test_accuracy <= 1.0
     assert (tmp_path / "studies" / "quick" / "model.keras").is_file()
-    assert "Prediction(digit=7" in capsys.readouterr().out  # the first test digit is a 7
+    assert "Prediction(label='7', index=7" in capsys.readouterr().out  # the first test digit is a 7
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -258,7 +258,8 @@ def test_report_renders_in_headless_chromium(report: tuple[Path, str], tmp_path:
         capture_output=True, text=True, timeout=180)
     dom, console = result.stdout, [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert result.returncode == 0, result.stderr[-2000:]
-    assert dom.count('class="plot-container plotly"') == len(FIGURE_SECTIONS)
-    assert dom.count('class="main-svg"') >= len(FIGURE_SECTIONS)
+    drawn = [s for s in FIGURE_SECTIONS if s != "confirm"]  # the sweep confirms nothing: a note, no plot
+    assert dom.count('class="plot-container plotly"') == len(drawn)
+    assert dom.count('class="main-svg"') >= len(drawn)
     assert 'id="js-errors"' not in dom, dom[dom.find('id="js-errors"'):][:500]
     assert not [line for line in console if "Uncaught" in line or "Error" in line], console

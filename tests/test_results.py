@@ -60,7 +60,8 @@ def test_export_yaml_gives_the_best_trial_back_exactly(study_url: str, tmp_path:
     assert _typed(fixed_params(sweep.space, str(out))) == _typed(best.params)
     assert isinstance(best.params["learning_rate"], float)  # a float that must survive YAML bit for bit
     assert sweep.trials == 1 and sweep.enqueue == [] and sweep.pruner.name == "none"
-    assert sweep.data.model_dump() == TINY_SWEEP["data"] | {"source": "bundled", "seed": 0}
+    assert sweep.data.model_dump() == TINY_SWEEP["data"] | {"source": "bundled", "seed": 0, "image_size": None,
+                                                             "test_source": None, "test_fraction": 0.2}
     assert sweep.seed == TINY_SWEEP["seed"] + best.number  # the trial's own weight seed
     assert sweep.source.study == "tiny" and sweep.source.trial == best.number
     assert sweep.source.val_accuracy == best.value and sweep.source.storage == redact(study_url)
