@@ -173,7 +173,8 @@ class Objective:
             steps_per_execution=self.sweep.training.steps_per_execution,
             input_size=ds.x_train.shape[1], class_names=ds.class_names,
         )
-        trial.set_user_attr("n_params", count_params(model))
+        n_params = count_params(model)
+        trial.set_user_attr("n_params", n_params)
 
         enqueued = is_enqueued(trial)
         single_objective = len(self.sweep.objectives) == 1
@@ -208,7 +209,7 @@ class Objective:
         if result.stop_reason is not None:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
         value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
-        costs: dict[str, float] = {"n_params": count_params(model)}
+        costs: dict[str, float] = {"n_params": n_params}
         if self.sweep.training.measure_latency:
             for key, figure in measure_inference(model).items():
                 trial.set_user_attr(key, figure)
