@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from mnist_sweep.cli_args import build_parser
-from mnist_sweep.errors import InputError, SweepFailed, SweepInterrupted
+from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, SweepInterrupted
 from mnist_sweep.signals import StopSignals, Terminated
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_STORAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 75, 130, 143
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -258,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in err.problems:
                 print(f"error: {line}", file=sys.stderr)
             return EXIT_INPUT
+        except StorageUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_STORAGE
         except SweepFailed as err:
             print(f"error: {err}", file=sys.stderr)
             if err.traceback:

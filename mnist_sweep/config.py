@@ -27,9 +27,20 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from mnist_sweep.config_messages import check_enqueue, format_errors, tag_of
+from mnist_sweep.config_sections import (
+    ConfirmConfig,
+    HeartbeatConfig,
+    KeepConfig,
+    Provenance,
+    StorageRetryConfig,
+    TrainingConfig,
+)
 from mnist_sweep.errors import InputError
 from mnist_sweep.objectives import ACCURACY, ObjectiveName, directions
 from mnist_sweep.space import Axis, Choice, Frozen, SearchSpace
+
+#: Seeds go to numpy and the backends, which take 32-bit seeds; the trial number and worker are added to it.
+MAX_SEED = 2**31 - 1
 
 
 class _Seeded(Frozen):
@@ -132,68 +143,13 @@ class DataConfig(Frozen):
     train_size: int | None = Field(
         default=None, ge=10, description="train on only this many of the remaining images (smoke sweeps)"
     )
-    seed: int = Field(default=0, description="seed of the stratified validation split (and of a carved test split)")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the stratified validation split (and of "
+                      "a carved test split)")
     image_size: int | None = Field(default=None, ge=4, le=256, description="an image folder's images are "
                                    "resized to this side; default: their most common size")
     test_source: str | None = Field(default=None, description="a pixel CSV's labelled test CSV")
     test_fraction: float = Field(default=0.2, gt=0, lt=0.9, description="share of the images carved as the "
                                  "test set when the source has no test split (seeded, stratified, the same every time)")
-
-
-class HeartbeatConfig(Frozen):
-    """Optuna's heartbeat (RDB storages only): a dead worker's trial turns FAIL and is retried."""
-
-    interval: int = Field(default=10, ge=1, description="seconds between heartbeats")
-    grace_period: int | None = Field(default=None, ge=2, description="default: 3 x interval")
-    max_retries: int = Field(default=1, ge=0, description="re-runs of a config whose worker died")
-
-
-class TrainingConfig(Frozen):
-    """How trials train (not what): settings that change speed, not the model."""
-
-    backend: Literal["auto", "tensorflow", "jax"] = Field(
-        default="auto",
-        description="Keras 3 backend; 'auto': $KERAS_BACKEND if set, else jax where installed "
-        "(installed with mnist_sweep; about 2x faster per epoch on CPU), else tensorflow",
-    )
-    steps_per_execution: int = Field(
-        default=32, ge=1, le=10000, description="batches per compiled call: fewer Python round trips per epoch"
-    )
-    measure_latency: bool = Field(
-        default=True, description="record each COMPLETE trial's inference latency (batch 1) and throughput "
-        "(batch 1024) on this machine; about a second per trial")
-
-
-class KeepConfig(Frozen):
-    """Which trained models a study keeps (as Optuna artifacts), so none has to be retrained to be used."""
-
-    models: int = Field(default=3, ge=0, le=1000, description="keep the models of the best K COMPLETE trials "
-                        "by validation accuracy (the weights of each one's best epoch); 0 keeps none")
-    pareto: bool = Field(default=True, description="also keep the models on the Pareto fronts of validation "
-                         "accuracy against parameter count and against latency, so 'final --max-params' / "
-                         "'--max-latency-ms' needs no retraining (only while models > 0)")
-
-
-class ConfirmConfig(Frozen):
-    """Winner confirmation: once the search ends, the best configs re-run with other seeds."""
-
-    top: int = Field(default=0, ge=0, le=100, description="re-run the N best distinct configs once the search "
-                     "has ended (0: none); export and final then rank them by their mean validation accuracy")
-    seeds: int = Field(default=2, ge=1, le=100, description="extra runs of each, each with its own seed; they "
-                       "count beyond 'trials' and run after 'timeout'")
-
-
-class Provenance(Frozen):
-    """Where an exported config came from."""
-
-    study: str
-    trial: int
-    storage: str | None = None
-    val_accuracy: float | None = None
-    date: str | None = Field(default=None, description="when it was exported (ISO 8601, UTC)")
-    provenance: dict[str, Any] | None = Field(
-        default=None, description="the study's provenance: library versions, backend, data checksum, code "
-        "version, machine (see mnist_sweep.provenance)")
 
 
 class SweepConfig(Frozen):
@@ -209,13 +165,19 @@ class SweepConfig(Frozen):
     hard_timeout: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="seconds per run after which a running trial stops "
         "at the end of its epoch, recorded PRUNED (it did not finish): bounds the wall time a budget allows")
-    seed: int = Field(default=0, description="seeds the sampler and each trial's weights (seed + trial number)")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the sampler and each trial's weights "
+                      "(seed + trial number)")
     sampler: Annotated[SamplerConfig, Field(default_factory=lambda: TpeSampler(name="tpe"))]
     pruner: Annotated[PrunerConfig, Field(default_factory=lambda: MedianPruner(name="median"))]
     data: DataConfig = DataConfig()
     space: SearchSpace = SearchSpace()
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="trials to run first")
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    storage_retry: StorageRetryConfig = StorageRetryConfig()
+    trial_timeout: float | None = Field(
+        default=None, gt=0, le=31_536_000, allow_inf_nan=False, description="seconds after which a running trial "
+        "is failed (reason recorded, checked every few batches) and the worker goes on with the next: a runaway "
+        "or stuck trial; default: none")
     training: TrainingConfig = TrainingConfig()
     keep: KeepConfig = KeepConfig()
     confirm: ConfirmConfig = ConfirmConfig()
@@ -319,5 +281,6 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
 
 def _known_keys() -> set[str]:
     models = [SweepConfig, SearchSpace, Axis, Choice, DataConfig, HeartbeatConfig, TrainingConfig, KeepConfig,
-              Provenance, TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
+              ConfirmConfig, StorageRetryConfig, Provenance,
+              TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
     return {name for model in models for name in model.model_fields}

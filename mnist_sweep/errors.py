@@ -1,8 +1,11 @@
-"""The one exception type for bad input: sweep files, data files, CLI arguments, storages.
+"""The exceptions a run ends with, each with its exit code.
 
 Everything that is the user's to fix raises :class:`InputError`; the CLI prints its lines
-(one per problem, each naming the file and key) and exits with code 2. Anything else is a
-bug or a per-trial failure and is handled where it happens.
+(one per problem, each naming the file and key) and exits with code 2. A storage that fails
+under a running sweep (unreachable for longer than ``storage_retry.seconds``, or its disk full)
+raises :class:`StorageUnavailable`: exit 75 (``EX_TEMPFAIL``), the study intact, and the same
+command resumes once the database or the disk is back. Anything else is a bug or a per-trial
+failure and is handled where it happens.
 """
 
 from __future__ import annotations
@@ -51,3 +54,19 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.study = study
         self.signal = signal
+
+
+class StorageUnavailable(RuntimeError):
+    """The storage stopped taking a running sweep's reads or writes: unreachable for longer than
+    the sweep's ``storage_retry.seconds``, or its disk is full. What is stored stays intact (each
+    write is one transaction); the same command resumes the sweep once the storage is back.
+    ``str(err)`` is one line naming the storage, its password redacted.
+
+    Example:
+        >>> try:
+        ...     ms.run(sweep, storage="postgresql://db/sweeps")
+        ... except StorageUnavailable as err:
+        ...     print(err)  # postgresql://db/sweeps: not answering for 120 s (...); run again to resume
+    """
+
+    exit_code = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, try again later

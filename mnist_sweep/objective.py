@@ -11,8 +11,11 @@ learning curves, and stores on the trial (user attributes):
 - ``fail_reason`` when a trial is pruned for divergence, fails, or is interrupted.
 
 A diverging run (non-finite loss) is *pruned* with its reason: divergence is a property of the
-config, and pruned trials still teach the sampler where not to go. Any other exception fails
-only its trial (the reason recorded) and the sweep goes on.
+config, and pruned trials still teach the sampler where not to go. A trial running past the
+sweep's ``trial_timeout`` fails with that reason (checked every compiled call of a few batches).
+Any other exception fails only its trial (the reason recorded) and the sweep goes on, except
+two that no next trial can escape: the storage giving up and a full disk, which the objective
+keeps as :attr:`Objective.fatal` for the sweep loop to stop on.
 
 Example:
     >>> objective = Objective(sweep, dataset)
@@ -21,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import math
 import statistics
 import time
@@ -34,6 +38,7 @@ import optuna
 from mnist_sweep.config import SweepConfig
 from mnist_sweep.confirmation import CONFIRMS_ATTR
 from mnist_sweep.data import Dataset
+from mnist_sweep.errors import StorageUnavailable
 from mnist_sweep.kept_models import keep_model
 from mnist_sweep.latency import measure_inference
 from mnist_sweep.model import build_model, count_params
@@ -56,6 +61,10 @@ class Failure:
 
 class SurplusTrial(Exception):
     """This trial would take the study past its target (parallel workers raced); it does not run."""
+
+
+class TrialTimeout(Exception):
+    """The trial ran longer than the sweep's ``trial_timeout``: it is failed, the worker goes on."""
 
 
 def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -95,6 +104,8 @@ class Objective:
 
     ``failures_in_a_row`` counts this objective's trials that failed one after another (a trial
     that finishes resets it; a surplus trial does not count), ``first_failure`` is the first of them.
+    ``current_trial`` is the trial running (or last run); ``fatal`` the error that must stop the
+    sweep (:class:`~mnist_sweep.errors.StorageUnavailable`, or one made of a full disk).
     """
 
     def __init__(
@@ -117,8 +128,11 @@ class Objective:
         self.failures_in_a_row = 0
         self.first_failure: Failure | None = None
         self.deadline: float | None = None  # time.monotonic() at which running trials stop (hard_timeout)
+        self.current_trial: optuna.Trial | None = None
+        self.fatal: StorageUnavailable | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self.current_trial = trial
         if self.on_start is not None:
             self.on_start(trial)
         try:
@@ -135,23 +149,49 @@ class Objective:
         except KeyboardInterrupt as err:
             trial.set_user_attr("fail_reason", f"interrupted ({type(err).__name__})")
             raise
-        except Exception as err:
-            reason, trace = f"{type(err).__name__}: {err}"[:500], traceback.format_exc()[-4000:]
-            trial.set_user_attr("fail_reason", reason)
-            trial.set_user_attr("fail_traceback", trace)
-            if self.failures_in_a_row == 0:
-                self.first_failure = Failure(trial.number, reason, trace)
-            self.failures_in_a_row += 1
+        except StorageUnavailable as err:
+            self.fatal = err
             raise
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise self._failed(trial, err) from None
+            self.fatal = StorageUnavailable(f"the disk is full ({err.filename or 'writing a trial'}: {err.strerror}); "
+                                            "free some space and run the same command to resume")
+            raise
+        except Exception as err:
+            raise self._failed(trial, err) from None
         self.failures_in_a_row = 0
         if len(self.sweep.objectives) == 1:
             return value
         attrs = trial.user_attrs  # the costs this trial recorded, minimised beside its accuracy
         return (value, *(float(attrs[name]) for name in self.sweep.objectives[1:]))
 
+    def _failed(self, trial: optuna.Trial, err: Exception) -> Exception:
+        """Record why ``trial`` failed (reason, traceback); returns ``err`` to raise."""
+        reason, trace = f"{type(err).__name__}: {err}"[:500], traceback.format_exc()[-4000:]
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_traceback", trace)
+        if self.failures_in_a_row == 0:
+            self.first_failure = Failure(trial.number, reason, trace)
+        self.failures_in_a_row += 1
+        return err
+
     def past_deadline(self) -> bool:
         """Whether the sweep's hard_timeout has passed: no trial starts then."""
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _timer(self, trial: optuna.Trial) -> Callable[[], None] | None:
+        """The check of the sweep's ``trial_timeout`` for ``trial``: raises :class:`TrialTimeout` past it."""
+        limit = self.sweep.trial_timeout
+        if limit is None:
+            return None
+        ends = time.monotonic() + limit
+
+        def check() -> None:
+            if time.monotonic() >= ends:
+                raise TrialTimeout(f"ran past the sweep's trial_timeout of {limit:g} s")
+
+        return check
 
     def _check_not_surplus(self, trial: optuna.Trial) -> None:
         if self.target_trials is None or CONFIRMS_ATTR in trial.user_attrs:  # re-runs count beyond the target
@@ -196,7 +236,7 @@ class Objective:
         keep = self.sweep.keep.models
         fit_start = time.perf_counter()
         result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs,
-                     on_epoch=report, drop_remainder=True, keep_best=keep > 0)
+                     on_epoch=report, drop_remainder=True, keep_best=keep > 0, check=self._timer(trial))
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - fit_start, 4))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])

@@ -1,7 +1,8 @@
 """Every use of Optuna's private parts, in one place. Checked against Optuna 5.0.0.
 
 Optuna's public API cannot: claim a queued trial atomically on SQLite, find RUNNING trials
-that never sent a heartbeat, or reach a trial's storage row by id. What we need of its
+that never sent a heartbeat, reach a trial's storage row by id, or name the storage calls that
+its cache wrapper makes on the RDB storage (which a retrying storage must wrap). What we need of its
 internals (``optuna.storages._rdb.models``, ``Study._storage``, ``Study._study_id``,
 ``Trial._trial_id``, the cache wrapper's ``_backend``) is wrapped here; a new Optuna release is
 checked by reading this module and running ``tests/test_optuna_internals.py``.
@@ -24,9 +25,15 @@ from typing import Any
 
 import optuna
 import sqlalchemy.orm
+from optuna.storages._heartbeat import BaseHeartbeat  # noqa: F401 - re-exported: the heartbeat half of the storage API
 from optuna.storages._rdb import models as _models
 from optuna.trial import TrialState
 from sqlalchemy import update
+
+#: The RDB storage's private methods that Optuna's ``_CachedStorage`` (the wrapper every RDB-backed
+#: study talks through) and ``fail_stale_trials`` call directly, besides the public storage API.
+PRIVATE_STORAGE_CALLS = ("_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials",
+                         "_set_trial_param")
 
 #: Optuna releases this module was checked against (the oldest is the floor in pyproject.toml).
 CHECKED_OPTUNA = ("5.0.0",)

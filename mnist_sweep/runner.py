@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import optuna
 
 from mnist_sweep.config import SweepConfig
-from mnist_sweep.errors import InputError, SweepFailed, SweepInterrupted
+from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, SweepInterrupted
 from mnist_sweep.paths import storage_url
 from mnist_sweep.settings import (
     format_cpu_list,
@@ -76,7 +76,10 @@ def run(
         InputError: bad input (the sweep, its data, the storage); nothing was written.
         SweepInterrupted: Ctrl-C or SIGTERM; the running trial was failed and the study is on
             the exception (``err.study``); running the same sweep again resumes.
-        SweepFailed: trials kept failing (crashed), with the first one's traceback.
+        SweepFailed: trials kept failing (crashed), with the first one's traceback, or the run
+            ended with no finished trial.
+        StorageUnavailable: the storage stopped answering for longer than ``sweep.storage_retry``
+            (or its disk is full) while the sweep ran; the same call resumes once it is back.
     """
     from mnist_sweep.sweep_files import load_sweep
 
@@ -171,7 +174,8 @@ def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: di
     from mnist_sweep.study import DONE_STATES, open_study
     from mnist_sweep.workers import cpu_shares, run_workers, thread_share, worker_argv
 
-    study = open_study(sweep, open_storage(url), name, provenance=provenance)  # enqueues the sweep's trials once
+    rdb = open_storage(url, retry_seconds=sweep.storage_retry.seconds)
+    study = open_study(sweep, rdb, name, provenance=provenance)  # enqueues the sweep's trials once
     shares = cpu_shares(jobs)
     if shares:  # each worker on its own cores, with as many threads
         plan = [(len(share), share) for share in shares]
@@ -197,5 +201,8 @@ def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: di
         message = f"study '{name}': target not reached ({done}/{sweep.trials}): workers failed"
         if all(code == InputError.exit_code for _, code in bad):
             raise InputError(message + " on bad input (see their lines above)")
+        if all(code == StorageUnavailable.exit_code for _, code in bad):
+            raise StorageUnavailable(message + ": the storage is unavailable (see their lines above); the same "
+                                     "command resumes")
         raise SweepFailed(message + " (see their lines above)")
     return study

@@ -1,8 +1,9 @@
 """Storages: Optuna's RDB storage on SQLite or PostgreSQL, opened the way sweeps need it.
 
-:func:`open_storage` gives SQLite a generous busy timeout and WAL mode, PostgreSQL a
+:func:`open_storage` gives SQLite a generous busy timeout and WAL mode, PostgreSQL and MySQL a
 pre-ping, every storage the atomic claim of queued trials
-(:class:`~mnist_sweep.optuna_internals.ClaimingRDBStorage`) and, if asked, heartbeats with a
+(:class:`~mnist_sweep.optuna_internals.ClaimingRDBStorage`) and calls that wait out an outage
+(:class:`~mnist_sweep.storage_retry.ResilientRDBStorage`), and, if asked, heartbeats with a
 retry of dead workers' trials. :func:`reap_dead_trials` fails the trials of dead workers.
 
 Example:
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +26,57 @@ from optuna.trial import TrialState
 from mnist_sweep.config import HeartbeatConfig
 from mnist_sweep.errors import InputError
 from mnist_sweep.optuna_internals import (
-    ClaimingRDBStorage,
     running_without_heartbeat,
     study_id,
     study_storage,
     utc_now,
 )
+from mnist_sweep.storage_retry import DISK_FULL, READ_ONLY, ResilientRDBStorage, classify
 
 SQLITE_TIMEOUT_S = 300  # Optuna's own test helper uses 300 s; a short one kills the heartbeat thread (#4994)
 
 
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "sslpassword")
+
+
 def redact(url: str) -> str:
-    """The storage URL with any password masked, for printing."""
+    """The storage URL with any password masked, for printing: the one after the user name and
+    any given as a query parameter (``?password=...``, ``sslpassword``, ``token``...).
+
+    >>> redact("postgresql://me@db/sweeps?password=secret&sslmode=require")
+    'postgresql://me@db/sweeps?password=***&sslmode=require'
+    """
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
-        return url.split("@")[-1] if "@" in url else url
+        shown = url.split("@")[-1] if "@" in url else url
+        return _mask_query(shown)
+    secret = [key for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS]
+    if secret:
+        parsed = parsed.update_query_dict({key: "***" for key in secret})
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
-def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: bool = True) -> optuna.storages.RDBStorage:
+def _mask_query(text: str) -> str:
+    import re
+
+    keys = "|".join(_SECRET_QUERY_KEYS)
+    return re.sub(rf"(?i)([?&;](?:{keys})=)[^&;#]*", r"\1***", text)
+
+
+def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: bool = True,
+                 retry_seconds: float = 0.0) -> optuna.storages.RDBStorage:
     """An RDB storage for sweeps (see the module docstring).
 
     Args:
-        url: an SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``).
+        url: an SQLAlchemy URL (``sqlite:///...``, ``postgresql+psycopg://...``, ``mysql+pymysql://...``).
         heartbeat: heartbeat settings; ``None`` turns heartbeats off (read-only commands).
         create: for SQLite, create the file's folder; when False a missing file is an error.
+        retry_seconds: how long a call waits out a storage that stopped answering (a sweep's
+            ``storage_retry.seconds``); opening is not retried: a storage that cannot be reached
+            at the start is an error at once, so a wrong URL says so without a wait.
 
     Raises:
         InputError: the storage cannot be opened or reached (a database error, a missing driver,
@@ -74,6 +100,9 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
         engine_kwargs["pool_pre_ping"] = True
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        elif url.startswith(("mysql", "mariadb")):
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+            engine_kwargs["pool_recycle"] = 3600  # MySQL drops connections idle for wait_timeout (8 h)
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         kwargs = {
@@ -84,12 +113,16 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
             ),
         }
     try:
-        storage = ClaimingRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = _create(url, retry_seconds, engine_kwargs, kwargs)
     except ImportError as err:
+        extra = "mysql" if url.startswith(("mysql", "mariadb")) else "postgres"
         raise InputError(f"{redact(url)}: missing database driver ({err.name or err}); "
-                         "try pip install 'mnist-sweep[postgres]'") from err
-    except sqlalchemy.exc.SQLAlchemyError as err:
-        raise InputError(f"{redact(url)}: cannot open storage ({_first_line(err)})") from err
+                         f"try pip install 'mnist-sweep[{extra}]'") from err
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        kind = classify(err)
+        why = {DISK_FULL: "the disk is full", READ_ONLY: "the database is read-only"}.get(kind or "",
+                                                                                          "cannot open storage")
+        raise InputError(f"{redact(url)}: {why} ({_first_line(err)})") from err
     except RuntimeError as err:
         if "storage upgrade" not in str(err):  # Optuna's message for an older schema
             raise
@@ -99,8 +132,27 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
     return storage
 
 
+_SCHEMA_RACE = ("already exists", "duplicate key", "unique constraint failed", "duplicate entry")
+
+
+def _create(url: str, retry_seconds: float, engine_kwargs: dict[str, Any], kwargs: dict[str, Any]
+            ) -> ResilientRDBStorage:
+    """Optuna's storage; workers that start together on a new database race to create its tables
+    (``table studies already exists``): the losers try again, and find them made."""
+    for attempt in range(5):
+        try:
+            return ResilientRDBStorage(url, retry_seconds=retry_seconds, shown_url=redact(url),
+                                       engine_kwargs=engine_kwargs, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt == 4 or not any(marker in str(err).lower() for marker in _SCHEMA_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
+    cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ else err
+    text = str(getattr(cause, "orig", None) or cause).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_sweep.config import SweepConfig
 from mnist_sweep.confirmation import CONFIRMS_ATTR, enqueue_confirmations, waiting_confirmations
 from mnist_sweep.data import Dataset, load_dataset
-from mnist_sweep.errors import InputError, SweepFailed
+from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed
 from mnist_sweep.objective import Objective
 from mnist_sweep.objectives import directions
 from mnist_sweep.paths import storage_url
@@ -187,7 +188,7 @@ def run_sweep(
     """
     make_sampler(sweep)
     dataset = dataset if dataset is not None else load_dataset(sweep.data)
-    rdb = open_storage(storage, sweep.heartbeat if heartbeat else None)
+    rdb = open_storage(storage, sweep.heartbeat if heartbeat else None, retry_seconds=sweep.storage_retry.seconds)
     study = open_study(sweep, rdb, study_name, worker, provenance, dataset.signature)
     reap_dead_trials(study, rdb)  # Optuna reaps only when a trial starts; reap at start-up too
     objective = Objective(sweep, dataset, target_trials=sweep.trials, on_start=on_start, should_stop=should_stop,
@@ -204,6 +205,10 @@ def run_sweep(
                 and not objective.past_deadline():
             _optimize_one(study, objective, callbacks, max_consecutive_failures)
     reap_dead_trials(study, rdb)
+    if not study.get_trials(deepcopy=False, states=DONE_STATES) and not (should_stop is not None and should_stop()):
+        first = objective.first_failure
+        why = f"; the first failure, trial {first.trial}: {first.reason}" if first else ""
+        raise SweepFailed(f"study '{study.study_name}': no trial finished{why}", first.traceback if first else "")
     return study
 
 
@@ -231,11 +236,48 @@ def _search(study: optuna.Study, rdb: Any, sweep: SweepConfig, objective: Object
 
 def _optimize_one(study: optuna.Study, objective: Objective, callbacks: list[Any], max_consecutive_failures: int
                   ) -> None:
-    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+    """One trial through ``study.optimize``. A storage that gave up (or a full disk) stops the run
+    with its one line, from under whatever Optuna raised on the way out (optuna#5280); a trial
+    that another worker failed while this one could not reach the storage is let go."""
+    try:
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is one of the two cases above
+        unavailable = objective.fatal or _storage_error_in(err)
+        if unavailable is not None:
+            raise unavailable from None
+        if not _failed_by_another_worker(err, study, objective):
+            raise
+    if objective.fatal is not None:
+        raise objective.fatal
     if objective.failures_in_a_row >= max_consecutive_failures:
         first = objective.first_failure
         raise SweepFailed(f"study '{study.study_name}': {objective.failures_in_a_row} trials failed in a row, "
                           f"stopping (the first, trial {first.trial}: {first.reason})", first.traceback)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    links: list[BaseException] = []
+    link: BaseException | None = err
+    while link is not None and len(links) < 10:
+        links.append(link)
+        link = link.__cause__ or link.__context__
+    return links
+
+
+def _storage_error_in(err: BaseException) -> StorageUnavailable | None:
+    return next((e for e in _chain(err) if isinstance(e, StorageUnavailable)), None)
+
+
+def _failed_by_another_worker(err: Exception, study: optuna.Study, objective: Objective) -> bool:
+    """Optuna's ``Cannot tell a FAIL trial``: while this worker waited out the storage, another
+    failed its trial as stale (and queued its config again). Nothing is lost: go on."""
+    trial = objective.current_trial
+    told = [e for e in _chain(err) if isinstance(e, ValueError) and "Cannot tell a" in str(e)]
+    if not told or trial is None:  # Optuna raises it, or its "Should not reach" assertion on top of it
+        return False
+    print(f"warning: trial {trial.number} was failed by another worker while this one waited for the storage; "
+          "its config runs again", file=sys.stderr, flush=True)
+    return True
 
 
 def _confirmations_done(study: optuna.Study) -> int:

@@ -97,7 +97,8 @@ def validation_batch_size(n: int, batch_size: int, largest: int = 1024) -> int:
     return top
 
 
-def _callback(result: FitResult, on_epoch: EpochHook | None, keep_best: bool = False) -> Any:
+def _callback(result: FitResult, on_epoch: EpochHook | None, keep_best: bool = False,
+              check: Callable[[], None] | None = None) -> Any:
     import keras
 
     class _Recorder(keras.callbacks.Callback):
@@ -121,7 +122,14 @@ def _callback(result: FitResult, on_epoch: EpochHook | None, keep_best: bool = F
                 result.stop_reason = "stopped by hook"
                 self.model.stop_training = True
 
-    return _Recorder()
+    if check is None:  # no batch hook at all: Keras then skips the per-batch callback machinery
+        return _Recorder()
+
+    class _CheckedRecorder(_Recorder):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            check()
+
+    return _CheckedRecorder()
 
 
 def fit(
@@ -137,6 +145,7 @@ def fit(
     verbose: int = 0,
     drop_remainder: bool = False,
     keep_best: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs; validate after each one when ``x_val`` is given.
 
@@ -146,6 +155,9 @@ def fit(
 
     ``keep_best`` keeps a copy of the weights of the epoch with the best validation accuracy
     (``result.best_weights``, ``result.best_epoch``), so that model can be kept without retraining.
+
+    ``check`` is called after every compiled call (``steps_per_execution`` batches) and may raise to
+    abort the run mid-epoch (a trial past its ``trial_timeout``).
     """
     result = FitResult()
     if drop_remainder and len(x) > batch_size:
@@ -155,6 +167,6 @@ def fit(
     model.fit(
         x, y, batch_size=batch_size, epochs=epochs, validation_data=validation,
         validation_batch_size=validation_batch_size(len(x_val), batch_size) if x_val is not None else None,
-        callbacks=[_callback(result, on_epoch, keep_best and x_val is not None)], verbose=verbose, shuffle=True,
+        callbacks=[_callback(result, on_epoch, keep_best and x_val is not None, check)], verbose=verbose, shuffle=True,
     )
     return result
