@@ -224,11 +224,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_trials(args: argparse.Namespace) -> int:
     """Export one row per trial as CSV (params, timing, size, reasons, per-epoch validation accuracy)."""
-    from mnist_sweep.tables import trials_frame
+    from mnist_sweep.tables import trials_frame, write_trials_csv
 
     frame = trials_frame(_load_study(args))
     if args.output:
-        frame.to_csv(args.output, index=False)
+        write_trials_csv(frame, args.output)
         print(f"wrote {args.output} ({len(frame)} trials)", file=sys.stderr)
     else:
         try:

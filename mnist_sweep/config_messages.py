@@ -14,12 +14,15 @@ Example:
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from mnist_sweep.space import SearchSpace, describe_axis
+
+SHOWN_CHARS = 80  # the most of a received value an error line shows
 
 
 def tag_of(value: Any) -> str | None:
@@ -34,17 +37,17 @@ def format_errors(err: ValidationError, known_keys: Collection[str]) -> list[str
         loc = _format_loc(e["loc"])
         kind = e["type"]
         if kind == "extra_forbidden":
-            key = str(e["loc"][-1])
+            key = str(e["loc"][-1])[:100]
             hint = difflib.get_close_matches(key, list(known_keys), n=1, cutoff=0.7)
             lines.append(f"{loc}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
         elif kind == "missing":
             lines.append(f"{loc}: required key is missing")
         elif kind in ("value_error", "assertion_error"):
-            lines.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
+            lines.append(f"{loc}: {_clip(e['msg'].removeprefix('Value error, '), 300)}")
         elif kind == "unknown_name":
             lines.append(f"{loc}.name: {e['msg']} (got {_short(tag_of(e['input']))})")
         else:
-            lines.append(f"{loc}: {e['msg']} (got {_short(e['input'])})")
+            lines.append(f"{loc}: {_clip(e['msg'], 300)} (got {_short(e['input'])})")
     return lines
 
 
@@ -56,14 +59,15 @@ def check_enqueue(enqueue: Sequence[Any], space: SearchSpace) -> list[str]:
             problems.append(f"enqueue.{i}: must be a mapping of axis: value (got {_short(params)})")
             continue
         for key, value in params.items():
-            where = f"enqueue.{i}.{key}"
+            where = f"enqueue.{i}.{_clip(str(key), 40)}"
             axis = space.axis_of(str(key))
             if axis is None:
-                hint = difflib.get_close_matches(str(key), list(space.axes()), n=1)
+                hint = difflib.get_close_matches(str(key)[:100], list(space.axes()), n=1)
                 problems.append(f"{where}: unknown axis" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
                 continue
             if not axis.contains(value):
-                problems.append(f"{where}: {_short(value)} is outside the search space ({describe_axis(axis)})")
+                space_text = _clip(describe_axis(axis), 120)
+                problems.append(f"{where}: {_short(value)} is outside the search space ({space_text})")
     return problems
 
 
@@ -71,9 +75,24 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     parts = list(loc)
     if len(parts) >= 2 and parts[0] in ("sampler", "pruner"):
         del parts[1]  # the union's tag, e.g. sampler.tpe.seed -> sampler.seed
-    return ".".join(str(p) for p in parts) or "(top level)"
+    return ".".join(_clip(str(p), 40) for p in parts) or "(top level)"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 60, 40, 60
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """``value`` as shown in an error: a bounded repr (a few items of a few levels, never the whole
+    of a huge or deeply nested value), on one line, at most :data:`SHOWN_CHARS` characters."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int of more digits than Python converts to text
+        text = f"<{type(value).__name__}>"
+    return _clip(text, SHOWN_CHARS)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

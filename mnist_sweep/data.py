@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from mnist_sweep.config import DataConfig
 from mnist_sweep.errors import InputError
-from mnist_sweep.sources import RawData, class_names_of, read_image_folder, read_pixel_csv
+from mnist_sweep.sources import RawData, class_names_of, read_image_folder, read_npz, read_pixel_csv
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets" / "mnist"
 
@@ -48,6 +52,8 @@ MNIST_SHA256 = {
 }
 
 _IDX_TYPES = {0x08: np.uint8}
+MAX_IDX_BYTES = 10**9  # the most an IDX file may declare; MNIST's largest holds 47 MB
+_MAX_DEFLATE_RATIO = 1032  # deflate's largest ratio: a gzip file inflates to at most this many times its size
 
 
 @dataclass(frozen=True)
@@ -101,34 +107,61 @@ class Dataset:
 def read_idx(path: str | Path, expected_sha256: str | None = None) -> np.ndarray:
     """Read one IDX file (gzip or raw) into a uint8 array of its declared shape.
 
+    The file is read through a bounded reader: the header's shape is checked first (at most
+    :data:`MAX_IDX_BYTES`, and no more than the file could hold: its size, or for gzip its size
+    times deflate's largest ratio), then exactly the declared bytes plus one are read, so a gzip
+    bomb stops after what the header declared instead of inflating to its end.
+
     Raises:
-        InputError: naming the file, for a wrong magic number, a truncated payload or a
-            checksum mismatch.
+        InputError: naming the file, for a wrong magic number, a declared shape over the limit or
+            beyond the file, a truncated (or overlong) payload, bad gzip data or a checksum mismatch.
     """
-    path = Path(path)
+    path, gz = Path(path), False
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as stored:
+            size_on_disk = os.fstat(stored.fileno()).st_size
+            gz = stored.read(2) == b"\x1f\x8b"
+            stored.seek(0)
+            reader = gzip.GzipFile(fileobj=stored) if gz else stored
+            header, dims = _idx_header(path, reader)
+            size = math.prod(dims)
+            if math.prod(max(d, 1) for d in dims) > MAX_IDX_BYTES:  # an empty array of huge sides is refused too
+                raise InputError(f"{path}: IDX header declares shape {dims} ({size} bytes), over the limit of "
+                                 f"{MAX_IDX_BYTES} bytes")
+            if not gz and size_on_disk - len(header) != size:
+                raise InputError(f"{path}: IDX payload is {size_on_disk - len(header)} bytes, header says {size} "
+                                 f"({dims})")
+            if gz and len(header) + size > size_on_disk * _MAX_DEFLATE_RATIO + 1024:
+                raise InputError(f"{path}: IDX header declares shape {dims} ({size} bytes), more than a "
+                                 f"{size_on_disk}-byte gzip file can hold")
+            payload = reader.read(size + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise InputError(f"{path}: cannot read gzip data ({err})") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(f"{path}: cannot read {'gzip data' if gz else 'the file'} ({err})") from None
+    if len(payload) < size:
+        raise InputError(f"{path}: IDX payload is {len(payload)} bytes, header says {size} ({dims})")
+    if len(payload) > size:
+        raise InputError(f"{path}: IDX payload is longer than the {size} bytes its header says ({dims})")
     if expected_sha256 is not None:
-        digest = hashlib.sha256(raw).hexdigest()
+        hasher = hashlib.sha256(header)
+        hasher.update(payload)
+        digest = hasher.hexdigest()
         if digest != expected_sha256:
             raise InputError(f"{path}: sha256 mismatch (got {digest[:16]}..., want {expected_sha256[:16]}...)")
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise InputError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+
+
+def _idx_header(path: Path, reader: BinaryIO) -> tuple[bytes, list[int]]:
+    """The header's bytes and the shape it declares."""
+    magic = reader.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+        raise InputError(f"{path}: not an IDX file of unsigned bytes (magic {magic.hex() or 'missing'})")
+    ndim = magic[3]
+    dims = reader.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
         raise InputError(f"{path}: truncated IDX header")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    size = int(np.prod(dims))
-    if len(raw) - header != size:
-        raise InputError(f"{path}: IDX payload is {len(raw) - header} bytes, header says {size} ({dims})")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return magic + dims, [int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim)]
 
 
 def _find_idx(folder: Path, name: str) -> Path:
@@ -143,17 +176,6 @@ def _load_idx_dir(folder: Path, verify: bool) -> dict[str, np.ndarray]:
         key: read_idx(_find_idx(folder, name), MNIST_SHA256[name] if verify else None)
         for key, name in IDX_NAMES.items()
     }
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = sorted(set(IDX_NAMES) - set(npz.files))
-            if missing:
-                raise InputError(f"{path}: missing arrays {', '.join(missing)} (want x_train, y_train, x_test, y_test)")
-            return {key: npz[key] for key in IDX_NAMES}
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable .npz file ({err})") from None
 
 
 def _load_keras() -> dict[str, np.ndarray]:
@@ -184,7 +206,7 @@ def load_arrays(source: str = "bundled", image_size: int | None = None,
         elif path.is_dir():
             raw = read_image_folder(path, image_size)
         elif path.suffix.lower() == ".npz" and path.is_file():
-            raw = _from_arrays(_load_npz(path))
+            raw = _from_arrays(read_npz(path, tuple(IDX_NAMES)))
         elif path.suffix.lower() == ".csv" and path.is_file():
             raw = read_pixel_csv(path, Path(test_source).expanduser() if test_source else None)
         elif not path.exists():

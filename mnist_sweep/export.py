@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from mnist_sweep.errors import InputError
 from mnist_sweep.files import atomic_path
 from mnist_sweep.objectives import accuracy_of
 from mnist_sweep.optuna_internals import storage_url_of
-from mnist_sweep.paths import export_path, safe_name
+from mnist_sweep.paths import export_path, sweep_name_of
 from mnist_sweep.space import Axis, Choice, SearchSpace, describe_axis, layer_index, layer_units_name
 from mnist_sweep.storage import redact
 from mnist_sweep.sweep_files import load_sweep
@@ -61,9 +62,8 @@ def best_config(study: optuna.Study, storage: str | None = None) -> dict[str, An
                          f"({len(study.get_trials(deepcopy=False))} trials in all)")
     best = chosen_trial(study)
     stored = study.user_attrs.get("sweep") or {}
-    name = safe_name(study.study_name)
     config: dict[str, Any] = {
-        "name": f"{name[:95]}-best",
+        "name": f"{sweep_name_of(study.study_name)}-best",
         "description": f"best trial {best.number} of study '{study.study_name}' "
                        f"(validation accuracy {accuracy_of(best):.4f}), exported for 'train'",
         "trials": 1,
@@ -186,9 +186,33 @@ def _storage_url(study: optuna.Study, given: str | None) -> str | None:
 
 
 def _yaml_text(config: dict[str, Any], path: Path) -> str:
+    """The YAML file: a comment header, then the config. Names in the header are escaped to one
+    line (:func:`_one_line`): a study name holding a newline cannot add lines, or keys, to the file."""
     source = config["source"]
-    header = (f"# Best trial {source['trial']} of study '{source['study']}' "
+    header = (f"# Best trial {source['trial']} of study '{_one_line(source['study'])}' "
               f"(validation accuracy {source['val_accuracy']:.4f}), exported {source['date']}.\n"
               "# Train the final model on all training data and test it once:\n"
-              f"#   python -m mnist_sweep train {path}\n")
-    return header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=120)
+              f"#   python -m mnist_sweep train {_one_line(str(path))}\n")
+    return header + yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML whose strings holding a control or line-break character are double-quoted, where
+    YAML escapes them: each such value stays on its line and reads back exactly (PyYAML's own
+    choice, single quotes, spreads a newline over lines and reads NEL back as a space)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if _one_line(value) != value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every control, format or line/paragraph-separator character (YAML counts
+    NEL, U+2028 and U+2029 as line breaks) written as a ``\\x..``/``\\u....`` escape."""
+    return "".join(c if c == " " or unicodedata.category(c)[0] not in "CZ" else
+                   (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                    else f"\\U{ord(c):08x}") for c in text)

@@ -19,18 +19,28 @@ Example:
 
 from __future__ import annotations
 
+import re
+import struct
+import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mnist_sweep.errors import InputError
 
+MAX_IMAGE_PIXELS = 40_000_000  # width x height an image may have; a phone photo has 12 megapixels
+_DECODE_LOCK = threading.Lock()
 _BOX_SHARE = 20 / 28  # MNIST puts each digit in a 20 x 20 box on 28 x 28
 _INK_THRESHOLD = 0.25  # of the darkest-to-lightest range: what counts as the digit for cropping
+
+
+class ImageTooLarge(InputError):
+    """An image over :data:`MAX_IMAGE_PIXELS`, refused before it was decoded."""
 
 
 def preprocess(image: Image.Image, side: int = 28) -> np.ndarray:
@@ -169,7 +179,7 @@ def _items(images: Any, side: int) -> list[Any]:
 def _as_input(item: Any, index: int, side: int) -> np.ndarray:
     if isinstance(item, (str, Path)):
         try:
-            return preprocess(_open(Path(item)), side)
+            return preprocess(open_image(Path(item)), side)
         except InputError as err:
             raise InputError(f"{item}: {err}") from None
     if isinstance(item, Image.Image):
@@ -201,7 +211,7 @@ def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any
     for path in paths:
         entry: dict[str, Any] = {"file": str(path)}
         try:
-            inputs.append(preprocess(_open(Path(path)), side))
+            inputs.append(preprocess(open_image(Path(path)), side))
         except InputError as err:
             entry["error"] = str(err)
         results.append(entry)
@@ -214,21 +224,40 @@ def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any
     return results
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(source: str | Path | BinaryIO) -> Image.Image:
+    """Decode one image (a path or a binary file object) fully into memory, within :data:`MAX_IMAGE_PIXELS`.
+
+    The size is checked from the header, before any pixel is decoded (``Image.open`` reads only the
+    header), and Pillow's own decompression-bomb warning is an error here too: a digit photo never
+    needs 40 megapixels, and a 13000 x 13000 PNG would take gigabytes to decode.
+
+    Raises:
+        ImageTooLarge: over the pixel limit (callers name the file: ``predict`` prints the path,
+            ``serve`` answers 413).
+        InputError: missing, a directory, not an image Pillow reads, or undecodable.
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        with _DECODE_LOCK, warnings.catch_warnings():  # the lock: warning filters are process-wide
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageTooLarge(f"image of {width} x {height} pixels, over the limit of "
+                                        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+                image.load()
+                return image.copy()
     except FileNotFoundError:
         raise InputError("no such file") from None
     except IsADirectoryError:
         raise InputError("is a directory, not an image") from None
     except UnidentifiedImageError:
         raise InputError("not an image (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError:
-        raise InputError("image too large") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise InputError(f"cannot read image ({err})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # Pillow's check, in open()
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise ImageTooLarge(f"image of {pixels[1] if pixels else 'too many'} pixels, over the limit of "
+                            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as err:
+        raise InputError(f"cannot read image ({str(err)[:200]})") from None
 
 
 def _grayscale(image: Image.Image) -> np.ndarray:

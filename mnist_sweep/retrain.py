@@ -155,13 +155,15 @@ def train_final(
         "config": sweep.model_dump(mode="json"),
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
-    # metrics.json last: its presence means the run finished. A stale one from an earlier run
-    # goes first, so an interrupted run never leaves a new model beside the old metrics.
-    metrics_file = model_path.with_name("metrics.json")
+    # metrics.json last: its presence means the run finished. A stale one (and the curves) from an
+    # earlier run go first, as final_model does, so an interrupted run never leaves a new model
+    # beside the old metrics: it leaves the old model, or the new one, without metrics.
+    metrics_file, curves_file = model_path.with_name("metrics.json"), model_path.with_name("curves.html")
     metrics_file.unlink(missing_ok=True)
+    curves_file.unlink(missing_ok=True)
     with atomic_path(model_path) as tmp:
         model.save(tmp)
-    curves_path = write_text_atomic(model_path.with_name("curves.html"), _curves_html(fitted.history, sweep.name))
+    curves_path = write_text_atomic(curves_file, _curves_html(fitted.history, sweep.name))
     metrics_path = write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     return FinalModel(
         model=model, test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"], metrics=metrics,

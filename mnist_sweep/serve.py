@@ -7,11 +7,13 @@ Pillow reads) or as the multipart form field ``image`` and answers JSON like ``p
 (``label``, ``index``, ``probability``, ``probabilities``, and ``digit`` for the ten digits);
 ``GET /info`` gives the model's class names and input size.
 
-Errors are JSON too (``{"error": "..."}``): a body over ``max_bytes`` gets 413, one that is not
-an image 400, an unknown path 404; the server keeps answering after each. Why the standard
-library's ``http.server`` and not a framework: one page and two endpoints need no routing,
-templating or extra dependency, and ``ThreadingHTTPServer`` serves the page while a prediction
-runs; predictions themselves take a lock (one Keras model, called from several threads).
+Errors are JSON too (``{"error": "..."}``): a body over ``max_bytes`` or an image over 40
+megapixels (refused before decoding) gets 413, one that is not an image 400, an unknown path
+404, a request whose ``Host:`` does not name this server 403 (no DNS rebinding); the server
+keeps answering after each. Why the standard library's ``http.server`` and not a framework: one
+page and two endpoints need no routing, templating or extra dependency, and
+``ThreadingHTTPServer`` serves the page while a prediction runs; predictions themselves take a
+lock (one Keras model, called from several threads).
 
 Example:
     >>> serve_model("studies/default/final/model.keras", port=8000)   # until Ctrl-C
@@ -23,6 +25,7 @@ import email.parser
 import email.policy
 import io
 import json
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mnist_sweep.errors import InputError
+from mnist_sweep.inference import ImageTooLarge
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body up to this is read and dropped, so the client sees the 413
@@ -57,20 +61,35 @@ class ModelApp:
         """The prediction for one encoded image, as ``predict --json`` gives it.
 
         Raises:
+            ImageTooLarge: over :data:`~mnist_sweep.inference.MAX_IMAGE_PIXELS` (refused before decoding).
             InputError: the bytes are not an image Pillow can read, or it is blank.
         """
-        from PIL import Image, UnidentifiedImageError
+        from mnist_sweep.inference import open_image, predict
 
-        from mnist_sweep.inference import predict
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                picture = image.copy()
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            raise InputError("not an image (or a format Pillow cannot read)") from None
+        picture = open_image(io.BytesIO(data))  # ImageTooLarge over the pixel limit, before decoding
         with self.lock:
             return predict(self.model, [picture])[0].to_dict()
+
+
+def make_model_server(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                      max_bytes: int = MAX_UPLOAD_BYTES) -> ThreadingHTTPServer:
+    """The server of :func:`serve_model`, bound (port 0: a free one) but not serving yet: ``serve_forever()`` it.
+
+    Raises:
+        InputError: the model cannot be loaded, or the address cannot be bound.
+    """
+    from mnist_sweep.dashboard import allowed_hosts
+
+    app = ModelApp(model_path)
+    handler = type("Handler", (_Handler,), {"app": app, "max_bytes": max_bytes, "hosts": frozenset()})
+    server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) if ":" in host \
+        else ThreadingHTTPServer
+    try:
+        server = server_class((host.strip("[]"), port), handler)
+    except OSError as err:
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    handler.hosts = allowed_hosts(host, server.server_port)
+    return server
 
 
 def serve_model(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
@@ -84,12 +103,8 @@ def serve_model(model_path: str | Path, host: str = "127.0.0.1", port: int = 800
     """
     from mnist_sweep.dashboard import is_loopback
 
-    app = ModelApp(model_path)
-    handler = type("Handler", (_Handler,), {"app": app, "max_bytes": max_bytes})
-    try:
-        server = ThreadingHTTPServer((host.strip("[]"), port), handler)
-    except OSError as err:
-        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    server = make_model_server(model_path, host, port, max_bytes)
+    app = server.RequestHandlerClass.app
     if not is_loopback(host):
         print(f"warning: listening on {host}, reachable from other machines (no authentication)", file=sys.stderr)
     print(f"serving {app.path} ({len(app.class_names)} classes, {app.side} x {app.side}) on "
@@ -103,12 +118,22 @@ def serve_model(model_path: str | Path, host: str = "127.0.0.1", port: int = 800
 class _Handler(BaseHTTPRequestHandler):
     app: ModelApp
     max_bytes: int
+    hosts: frozenset[str]  # the Host: headers answered (dashboard.allowed_hosts): no DNS rebinding
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # quiet: one line per request would drown the URL line
 
+    def _host_ok(self) -> bool:
+        if self.headers.get("Host", "").lower() in self.hosts:
+            return True
+        self._drain(self._length())
+        self._json(HTTPStatus.FORBIDDEN, {"error": "the Host header does not name this server"}, close=True)
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if not self._host_ok():
+            return
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.app.page, "text/html; charset=utf-8")
@@ -118,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {path}"})
 
     def do_POST(self) -> None:  # noqa: N802
+        if not self._host_ok():
+            return
         if self.path.split("?", 1)[0] != "/predict":
             self._drain(self._length())
             self._json(HTTPStatus.NOT_FOUND, {"error": "POST an image to /predict"})
@@ -135,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             image = _image_part(body, self.headers.get("Content-Type", ""))
             self._json(HTTPStatus.OK, self.app.classify(image))
+        except ImageTooLarge as err:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(err)})
         except InputError as err:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
 

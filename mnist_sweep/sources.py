@@ -30,14 +30,20 @@ Example:
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from mnist_sweep.errors import InputError
 
+MAX_ARRAY_BYTES = 10**9  # the most one array of an .npz may declare; keras's mnist.npz holds 47 MB at most
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
 
@@ -111,6 +117,62 @@ def read_pixel_csv(path: Path, test_path: Path | None = None) -> RawData:
                    None if test_labels is None else np.array([index[v] for v in test_labels], np.int32), names)
 
 
+def read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` (keras's ``mnist.npz`` layout: ``x_train``, ``y_train``, ...).
+
+    Each member's ``.npy`` header is read first and its declared shape and dtype checked before
+    any memory is given to it: at most :data:`MAX_ARRAY_BYTES`, no more than the member holds, no
+    Python objects (nothing is unpickled).
+
+    Raises:
+        InputError: one line naming the file (and the member), for a file that is not a zip of
+            ``.npy`` arrays, a missing array, or a declared array over the limit or beyond its data.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy"): archive.getinfo(name) for name in archive.namelist()}
+            missing = sorted(set(keys) - set(members))
+            if missing:
+                raise InputError(f"{path}: missing arrays {', '.join(missing)} (want {', '.join(keys)})")
+            for key in keys:
+                with archive.open(members[key]) as member:
+                    _check_npy_header(path, key, member, members[key].file_size)
+            arrays = {}
+            for key in keys:
+                with archive.open(members[key]) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            return arrays
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, zlib.error) as err:
+        raise InputError(f"{path}: not a readable .npz file ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _check_npy_header(path: Path, key: str, member: IO[bytes], member_size: int) -> None:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise InputError(f"{path}: {key}: .npy format version {version[0]}.{version[1]} is not supported (want 1.0 "
+                         "or 2.0, what numpy.savez writes)")
+    if dtype.hasobject:
+        raise InputError(f"{path}: {key}: holds Python objects (dtype {dtype}); want an array of numbers")
+    needed = math.prod(shape) * dtype.itemsize
+    shown = f"shape {shape} of {dtype} ({needed} bytes)"
+    if needed > MAX_ARRAY_BYTES:
+        raise InputError(f"{path}: {key}: declares {shown}, over the limit of {MAX_ARRAY_BYTES} bytes")
+    if needed > member_size - member.tell():
+        raise InputError(f"{path}: {key}: declares {shown}, more than its {member_size - member.tell()} bytes "
+                         "of data")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 def class_names_of(labels: np.ndarray) -> tuple[str, ...]:
     """Names of integer classes 0..max: their numbers (MNIST's digits are ``'0'`` .. ``'9'``)."""
     return tuple(str(i) for i in range(int(labels.max()) + 1)) if len(labels) else ()
@@ -118,7 +180,7 @@ def class_names_of(labels: np.ndarray) -> tuple[str, ...]:
 
 def _read_classes(folder: Path, classes: tuple[str, ...], skipped: list[Path],
                   must_exist: bool = True) -> list[tuple[object, int]]:
-    from PIL import Image, UnidentifiedImageError
+    from mnist_sweep.inference import ImageTooLarge, open_image
 
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     extra = sorted(set(found) - set(classes))
@@ -135,11 +197,11 @@ def _read_classes(folder: Path, classes: tuple[str, ...], skipped: list[Path],
                 skipped.append(path)
                 continue
             try:
-                with Image.open(path) as image:
-                    image.load()
-                    items.append((image.copy(), number))
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-                raise InputError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+                items.append((open_image(path), number))  # within inference.MAX_IMAGE_PIXELS, checked first
+            except ImageTooLarge as err:
+                raise InputError(f"{path}: {err}") from None
+            except InputError as err:
+                raise InputError(f"{path}: not a readable image ({err})") from None
     return items
 
 

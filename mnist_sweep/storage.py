@@ -83,18 +83,20 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
             an old schema); the database's own error is kept as the cause. Anything else is a bug
             and propagates as it is.
     """
+    _check_url(url)
     engine_kwargs: dict[str, Any] = {}
     sqlite_file = False
     if url.startswith("sqlite:"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         sqlite_file = bool(path) and path != ":memory:"
         if sqlite_file:
-            if not create and not Path(path).is_file():
-                raise InputError(f"{url}: no such storage file")
             try:
+                if not create and not Path(path).is_file():
+                    raise InputError(f"{redact(url)}: no such storage file")
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise InputError(f"{url}: cannot create the storage's folder ({err.strerror})") from err
+            except (OSError, RecursionError) as err:
+                why = getattr(err, "strerror", None) or "path too deep"
+                raise InputError(f"{redact(url)}: cannot create the storage's folder ({why})") from None
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     else:
         engine_kwargs["pool_pre_ping"] = True
@@ -148,6 +150,19 @@ def _create(url: str, retry_seconds: float, engine_kwargs: dict[str, Any], kwarg
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _check_url(url: str) -> None:
+    """Refuse what no database URL holds before anything echoes or parses it: control characters
+    (a newline would split the error line) and braces (Optuna formats the URL as a template of
+    environment variables, so a stray ``{`` would be a ``ValueError``)."""
+    bad = sorted({f"{ord(c):#04x}" for c in url if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        shown = redact("".join(c if 32 <= ord(c) != 127 else "?" for c in url))
+        raise InputError(f"{shown}: a storage URL cannot hold control characters (found {', '.join(bad)})")
+    if "{" in url or "}" in url:
+        raise InputError(f"{redact(url)}: a storage URL cannot hold braces; write environment values into it "
+                         "before passing it")
 
 
 def _first_line(err: BaseException) -> str:

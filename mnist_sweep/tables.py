@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
+
+from mnist_sweep.files import write_text_atomic
 
 #: Columns every table has, in order; then ``params_*``, then ``val_accuracy_e*``, then ``history``.
 BASE_COLUMNS = ["number", "state", "value", "best_val_accuracy", "datetime_start", "datetime_complete",
@@ -51,6 +54,12 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     for col in ("n_params", "epochs_run"):
         frame[col] = frame[col].astype("Int64")
     return frame
+
+
+def write_trials_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` (:func:`trials_frame`) as CSV to ``path`` atomically, as every output is: an
+    interrupted write leaves the previous file whole. Returns the path."""
+    return write_text_atomic(Path(path), frame.to_csv(index=False))
 
 
 def _row(trial: FrozenTrial, param_names: list[str], max_epoch: int) -> dict[str, Any]:

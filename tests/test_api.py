@@ -17,6 +17,7 @@ from conftest import TINY_SWEEP
 
 import mnist_sweep as ms
 from mnist_sweep.cli import main
+from mnist_sweep.paths import safe_name
 
 FAST_SPACE = {**TINY_SWEEP["space"], "epochs": 1, "units": 16}
 
@@ -97,9 +98,9 @@ def test_a_study_name_with_a_space_has_one_folder(sqlite_url: str, tmp_path: Pat
     monkeypatch.chdir(tmp_path)
     study = ms.run(_sweep(trials=1), storage=sqlite_url, study_name="my run", progress="off")
     final = ms.train_final(ms.best_config(study))
-    assert final.metrics_path == Path("studies/my-run/metrics.json")
+    assert final.metrics_path == Path("studies") / safe_name("my run") / "metrics.json"
     page = ms.write_report(study)
-    assert page == Path("studies/my-run/report.html")
+    assert page == Path("studies") / safe_name("my run") / "report.html"
     assert f"test accuracy <strong>{final.test_accuracy:.4f}</strong>" in page.read_text()
 
 

@@ -258,7 +258,8 @@ def test_workers_starting_together_on_a_new_study_queue_its_trials_once(write_sw
     procs = [_start(["worker", str(path), "--storage", url, "--worker-id", str(i)]) for i in range(3)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     if any(p.returncode != 0 for p in procs):
-        pytest.fail("\n".join(f"exit {p.returncode}: {out[-1500:]}" for p, out in zip(procs, outs) if p.returncode))
+        failed = [(p.returncode, out) for p, out in zip(procs, outs, strict=True) if p.returncode]
+        pytest.fail("\n".join(f"exit {code}: {out[-1500:]}" for code, out in failed))
     study = optuna.load_study(study_name="tiny", storage=url)
     queued = [t for t in study.trials if "fixed_params" in t.system_attrs]
     assert len(queued) == 6, [t.params for t in queued]
