@@ -474,3 +474,28 @@ def test_allowed_hosts_name_the_served_address_only() -> None:
     assert allowed_hosts("::1", 80) == {"127.0.0.1:80", "localhost:80", "[::1]:80", "127.0.0.1", "localhost", "[::1]"}
     assert "myhost.example:9000" in allowed_hosts("MyHost.example", 9000)
     assert socket.gethostname().lower() + ":8080" in allowed_hosts("0.0.0.0", 8080)
+
+
+# --- 8. numbers out of range, and a run that finishes nothing -------------------------------------------------
+
+
+@pytest.mark.parametrize(("changes", "key"), [
+    ({"seed": -1}, "seed"), ({"seed": 2**40}, "seed"), ({"data": {"seed": -1}}, "data.seed"),
+    ({"heartbeat": {"interval": 10**12}}, "heartbeat.interval"), ({"storage_retry": {"seconds": -1}}, "storage_retry"),
+    ({"trial_timeout": 0}, "trial_timeout"),
+])
+def test_out_of_range_numbers_are_one_line_exit_2(write_sweep, sqlite_url: str, changes: dict, key: str,
+                                                   capsys) -> None:
+    code = main(["run", str(write_sweep(**changes)), "--storage", sqlite_url])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and key in err and "Traceback" not in err, err
+    assert main(["run", str(write_sweep()), "--seed", "-1", "--storage", sqlite_url]) == 2
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+def test_a_run_that_finishes_no_trial_exits_1_with_the_reason(write_sweep, sqlite_url: str, capsys) -> None:
+    path = write_sweep(trials=1, timeout=0.05, trial_timeout=0.001)  # its one trial fails, then the timeout ends it
+    code = main(["run", str(path), "--storage", sqlite_url])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "no trial finished" in err and "trial_timeout" in err, err
