@@ -156,13 +156,20 @@ def _check_url(url: str) -> None:
     """Refuse what no database URL holds before anything echoes or parses it: control characters
     (a newline would split the error line) and braces (Optuna formats the URL as a template of
     environment variables, so a stray ``{`` would be a ``ValueError``)."""
-    bad = sorted({f"{ord(c):#04x}" for c in url if ord(c) < 32 or ord(c) == 127})
+    bad = sorted({f"{ord(c):#04x}" for c in url if _breaks_a_line(c)})
     if bad:
-        shown = redact("".join(c if 32 <= ord(c) != 127 else "?" for c in url))
+        shown = redact("".join("?" if _breaks_a_line(c) else c for c in url))
         raise InputError(f"{shown}: a storage URL cannot hold control characters (found {', '.join(bad)})")
     if "{" in url or "}" in url:
         raise InputError(f"{redact(url)}: a storage URL cannot hold braces; write environment values into it "
                          "before passing it")
+
+
+def _breaks_a_line(char: str) -> bool:
+    """A control character or a Unicode line or paragraph separator (``\\x85``, ``\\u2028``...)."""
+    import unicodedata
+
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
 
 
 def _first_line(err: BaseException) -> str:

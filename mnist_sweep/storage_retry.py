@@ -111,7 +111,7 @@ class ResilientRDBStorage(ClaimingRDBStorage):
         super().__setstate__(state)
         self._lock = threading.Lock()
 
-    def _retrying(self, call: Callable[[], T], name: str) -> T:
+    def _retrying(self, call: Callable[[], T]) -> T:
         delay, attempt = FIRST_DELAY_S, 0
         while True:
             try:
@@ -177,13 +177,13 @@ class ResilientRDBStorage(ClaimingRDBStorage):
                     return True
                 raise
 
-        return self._retrying(call, "set_trial_state_values")
+        return self._retrying(call)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """As Optuna's, retried, and never raising: Optuna's heartbeat thread dies at its first
         exception (optuna#4994), and the main thread meets any outage itself."""
         try:
-            self._retrying(lambda: ClaimingRDBStorage.record_heartbeat(self, trial_id), "record_heartbeat")
+            self._retrying(lambda: ClaimingRDBStorage.record_heartbeat(self, trial_id))
         except (StorageUnavailable, InputError):
             pass
 
@@ -193,7 +193,7 @@ def _retried(name: str) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._retrying(lambda: method(self, *args, **kwargs), name)
+        return self._retrying(lambda: method(self, *args, **kwargs))
 
     return call
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,21 @@ def tiny_dataset():
     from mnist_sweep.data import load_dataset
 
     return load_dataset(DataConfig(validation_size=1000, train_size=2000))
+
+
+@contextmanager
+def scratch_database(server: str, admin_database: str = "", drop_options: str = "") -> Iterator[str]:
+    """A new, empty database on a running server (an SQLAlchemy URL without a database), created
+    through ``admin_database`` and dropped on exit; yields its URL."""
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(f"{server}/{admin_database}", isolation_level="AUTOCOMMIT")
+    name = f"mnist_sweep_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        yield f"{server}/{name}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} {drop_options}".rstrip())
+    finally:
+        admin.dispose()

@@ -468,8 +468,8 @@ def test_bad_npz_files_exit_2_through_the_cli(tmp_path: Path, data: bytes, capsy
 # --- storage URLs ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["\r", "bad\nurl", "{", "sqlite:///\x00x", "sqlite:///" + "d/" * 2000 + "x.db",
-                                 "sqlite:///" + "n" * 300 + "/x.db"])
+@pytest.mark.parametrize("url", ["\r", "bad\nurl", "\x85", "a\u2028b", "{", "sqlite:///\x00x",
+                                 "sqlite:///" + "d/" * 2000 + "x.db", "sqlite:///" + "n" * 300 + "/x.db"])
 def test_storage_urls_with_control_characters_braces_or_impossible_paths(tmp_path: Path, url: str, capsys) -> None:
     _assert_one_line_and_nothing_written(["studies", f"--storage={url}"], tmp_path, capsys, "")
     _assert_one_line_and_nothing_written(["run", "quick", f"--storage={url}"], tmp_path, capsys, "")

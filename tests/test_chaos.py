@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import optuna
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
+from conftest import scratch_database
 
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage import open_storage
@@ -322,14 +322,8 @@ def test_a_trial_past_trial_timeout_fails_with_its_reason_and_the_sweep_goes_on(
 
 @pytest.fixture
 def mariadb_url():
-    admin = sqlalchemy.create_engine("mysql+pymysql://root@127.0.0.1:3306/", isolation_level="AUTOCOMMIT")
-    name = f"mnist_sweep_test_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-    admin.dispose()
+    with scratch_database("mysql+pymysql://root@127.0.0.1:3306") as url:
+        yield url
 
 
 def test_two_workers_share_one_mariadb_study_exactly(write_sweep, mariadb_url: str) -> None:

@@ -6,18 +6,19 @@ the study back with Optuna.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import scratch_database
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from mnist_sweep.cli import main
@@ -221,19 +222,14 @@ def postgres_url():
         if os.environ.get("CI"):
             raise
         pytest.skip("psycopg not installed (pip install -e '.[postgres]')")
-    admin = sqlalchemy.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"mnist_sweep_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sqlalchemy.exc.OperationalError as err:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL server at {PG_SERVER}: {err}")
-    yield f"{PG_SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(PG_SERVER, "postgres", drop_options="WITH (FORCE)"))
+        except sqlalchemy.exc.OperationalError as err:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"no PostgreSQL server at {PG_SERVER}: {err}")
+        yield url
 
 
 def test_two_workers_share_one_postgresql_study(write_sweep, postgres_url: str) -> None:
