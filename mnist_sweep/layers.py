@@ -187,6 +187,45 @@ class RandomAffine(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_sweep")
+class Deskew(keras.layers.Layer):
+    """Straighten each image's slant and centre it on its centre of mass, in training and inference.
+
+    The classic MNIST preprocessing (the "deskewing" rows of LeCun et al.'s results table): from the
+    image's intensity moments, its centre of mass ``(m_r, m_c)`` and its
+    skew ``a = cov(row, col) / var(row)``; each output pixel ``(r, c)`` samples the input at
+    ``(m_r + r', m_c + c' + a r')`` with ``r', c'`` the offsets from the image's centre (bilinear, 0
+    outside). A digit written at a slant comes out upright and centred, so the network spends no
+    capacity on slant. Part of the model (saved with it), so ``predict`` and ``serve`` deskew too.
+    Takes and returns flattened square images (``n x side*side``). An empty image passes unchanged.
+    """
+
+    def build(self, input_shape: Any) -> None:
+        side = int(round(float(input_shape[-1]) ** 0.5))
+        if side * side != input_shape[-1]:
+            raise ValueError(f"Deskew wants flattened square images, got {input_shape[-1]} values")
+        self.side = side
+
+    def call(self, inputs: Any) -> Any:
+        ops, side = keras.ops, self.side
+        centre = (side - 1) / 2.0
+        rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
+        r, c = rows[None] - centre, cols[None] - centre
+        total = ops.sum(inputs, axis=1, keepdims=True)
+        empty = total <= 1e-6
+        total = ops.where(empty, 1.0, total)
+        m_r = ops.sum(inputs * r, axis=1, keepdims=True) / total
+        m_c = ops.sum(inputs * c, axis=1, keepdims=True) / total
+        var_r = ops.sum(inputs * (r - m_r) ** 2, axis=1, keepdims=True) / total
+        cov = ops.sum(inputs * (r - m_r) * (c - m_c), axis=1, keepdims=True) / total
+        skew = ops.where(empty | (var_r <= 1e-6), 0.0, cov / ops.where(var_r <= 1e-6, 1.0, var_r))
+        m_r, m_c = ops.where(empty, 0.0, m_r), ops.where(empty, 0.0, m_c)
+        return _bilinear(inputs, centre + m_r + r, centre + m_c + c + skew * r, side)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="mnist_sweep")
 class NumpyGlorotUniform(keras.initializers.Initializer):
     """Glorot (Xavier) uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)), drawn by NumPy.
 

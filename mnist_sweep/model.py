@@ -99,13 +99,15 @@ def build_model(
     """
     import keras
 
-    from mnist_sweep.layers import ClassNames, NumpyGlorotUniform, RandomAffine, VariableDropout
+    from mnist_sweep.layers import ClassNames, Deskew, NumpyGlorotUniform, RandomAffine, VariableDropout
 
     def dense(width: int, **kwargs: Any) -> Any:
         return keras.layers.Dense(width, kernel_initializer=NumpyGlorotUniform(), **kwargs)
 
     p = resolve_params(params)
     layers: list[Any] = [keras.Input(shape=(input_size,))]
+    if p["deskew"]:  # training and inference alike: part of the saved model
+        layers.append(Deskew())
     augment = {k: float(p[f"augment_{k}"]) for k in ("shift", "rotation", "scale", "elastic")}
     if any(augment.values()):  # training batches only: the layer is an identity at inference
         layers.append(RandomAffine(**augment))

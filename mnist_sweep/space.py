@@ -46,11 +46,13 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "augment_rotation": 0.0,
     "augment_scale": 0.0,
     "augment_elastic": 0.0,
+    "deskew": False,
 }
 
 #: Axes added after studies already existed: left at their defaults they stay out of a study's
 #: fingerprint, so those studies still resume.
-LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale", "augment_elastic")
+LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale", "augment_elastic",
+              "deskew")
 
 #: Axes whose values are whole numbers (suggested with ``suggest_int``), per-layer widths included.
 INT_AXES = frozenset({"hidden_layers", "units", "batch_size", "epochs"})
@@ -209,6 +211,10 @@ class SearchSpace(Frozen):
         default=Axis[ElasticAlpha](value=_D["augment_elastic"]),
         description="training images only: elastic distortion of this strength (Simard et al.'s alpha, "
                     "smoothed over 4 pixels; 34 in their paper), 0 for none")
+    deskew: Choice[bool] = Field(
+        default=Choice[bool](value=_D["deskew"]),
+        description="straighten each image's slant and centre it on its centre of mass (training, validation, "
+                    "test and predict alike: the model does it)")
     per_layer_units: bool = Field(
         default=False, description="search units_l0, units_l1, ... per hidden layer instead of one shared width"
     )
@@ -220,7 +226,7 @@ class SearchSpace(Frozen):
     _shorthand_all = field_validator(
         "hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate",
         "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", "augment_shift",
-        "augment_rotation", "augment_scale", "augment_elastic", mode="before",
+        "augment_rotation", "augment_scale", "augment_elastic", "deskew", mode="before",
     )(lambda v: _shorthand_axis(v) if v is not None else v)
 
     @model_validator(mode="after")

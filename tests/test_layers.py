@@ -214,3 +214,59 @@ def test_a_model_saved_with_elastic_distortion_loads_with_it(tmp_path) -> None:
     model.save(tmp_path / "m.keras")
     layer = next(layer for layer in load_model(tmp_path / "m.keras").layers if isinstance(layer, RandomAffine))
     assert (layer.elastic, layer.shift) == (20.0, 0.0)
+
+
+def _slanted_bar(shear: float, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A 28 x 28 vertical bar (rows 6..21) slanted by ``shear`` columns per row, moved by ``offset``."""
+    image = np.zeros((28, 28), dtype="float32")
+    for row in range(6, 22):
+        col = int(round(13.5 + shear * (row - 13.5)))
+        image[row + offset[0], col - 1 + offset[1]: col + 1 + offset[1]] = 1.0
+    return image.reshape(1, -1)
+
+
+def _skew(flat: np.ndarray) -> np.ndarray:
+    images = flat.reshape(-1, 28, 28)
+    rows, cols = np.indices((28, 28))
+    total = images.sum(axis=(1, 2))
+    mr = (images * rows).sum(axis=(1, 2)) / total
+    mc = (images * cols).sum(axis=(1, 2)) / total
+    var = (images * (rows - mr[:, None, None]) ** 2).sum(axis=(1, 2)) / total
+    cov = (images * (rows - mr[:, None, None]) * (cols - mc[:, None, None])).sum(axis=(1, 2)) / total
+    return cov / var
+
+
+def test_deskew_straightens_and_centres_each_image_in_training_and_inference() -> None:
+    use_backend()
+    import keras
+
+    from mnist_sweep.layers import Deskew
+
+    x = np.concatenate([_slanted_bar(0.4, (2, -3)), _slanted_bar(-0.3, (-3, 4)), _slanted_bar(0.0)])
+    assert np.all(np.abs(_skew(x)[:2]) > 0.25)
+    layer = Deskew()
+    for training in (False, True):  # not an augmentation: validation, test and predict see it too
+        out = keras.ops.convert_to_numpy(layer(x, training=training))
+        assert np.all(np.abs(_skew(out)) < 0.03)
+        np.testing.assert_allclose(_centre_of_mass(out), 13.5, atol=0.15)
+        np.testing.assert_allclose(out.sum(axis=1), x.sum(axis=1), rtol=0.05)  # the ink is kept
+    upright = keras.ops.convert_to_numpy(layer(_slanted_bar(0.0)))
+    np.testing.assert_allclose(upright, _slanted_bar(0.0), atol=1e-5)  # already straight and centred: unchanged
+    blank = np.zeros((2, 784), dtype="float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(blank)), blank)  # no ink: no NaN
+
+
+def test_the_deskew_axis_puts_the_layer_in_the_saved_model(tmp_path) -> None:
+    use_backend()
+    from mnist_sweep.inference import load_model
+    from mnist_sweep.layers import Deskew
+
+    assert not any(isinstance(layer, Deskew) for layer in build_model({"hidden_layers": 1, "units": 16}).layers)
+    model = build_model({"hidden_layers": 1, "units": 16, "deskew": True, "augment_shift": 2.0})
+    assert isinstance(model.layers[0], Deskew)  # before the augmentation: slant removed, then warped
+    x = _slanted_bar(0.4, (2, -3))
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.layers[0], Deskew)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert count_params(model) == count_params(build_model({"hidden_layers": 1, "units": 16}))
