@@ -154,9 +154,7 @@ class RandomAffine(keras.layers.Layer):
         angle, zoom = u[:, 0:1] * magnitudes[1], 1.0 + u[:, 1:2] * magnitudes[2]
         dx, dy = u[:, 2:3] * magnitudes[0], u[:, 3:4] * magnitudes[0]
         cos, sin = ops.cos(angle) / zoom, ops.sin(angle) / zoom
-        centre = (side - 1) / 2.0
-        rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
-        r, c = rows[None] - centre, cols[None] - centre
+        centre, r, c = _offsets(side)
         # each output pixel samples the input at centre + M (p - centre) - d, M a scaled rotation
         src_rows, src_cols = centre + sin * c + cos * r - dy, centre + cos * c - sin * r - dx
         if self.elastic > 0:
@@ -207,18 +205,14 @@ class Deskew(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         ops, side = keras.ops, self.side
-        centre = (side - 1) / 2.0
-        rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
-        r, c = rows[None] - centre, cols[None] - centre
+        centre, r, c = _offsets(side)
         total = ops.sum(inputs, axis=1, keepdims=True)
-        empty = total <= 1e-6
-        total = ops.where(empty, 1.0, total)
+        total = ops.where(total <= 1e-6, 1.0, total)  # a blank image: every moment 0, so no shift and no shear
         m_r = ops.sum(inputs * r, axis=1, keepdims=True) / total
         m_c = ops.sum(inputs * c, axis=1, keepdims=True) / total
         var_r = ops.sum(inputs * (r - m_r) ** 2, axis=1, keepdims=True) / total
         cov = ops.sum(inputs * (r - m_r) * (c - m_c), axis=1, keepdims=True) / total
-        skew = ops.where(empty | (var_r <= 1e-6), 0.0, cov / ops.where(var_r <= 1e-6, 1.0, var_r))
-        m_r, m_c = ops.where(empty, 0.0, m_r), ops.where(empty, 0.0, m_c)
+        skew = ops.where(var_r <= 1e-6, 0.0, cov / ops.where(var_r <= 1e-6, 1.0, var_r))
         return _bilinear(inputs, centre + m_r + r, centre + m_c + c + skew * r, side)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -251,6 +245,13 @@ def _gaussian_matrix(side: int, sigma: float) -> np.ndarray:
     """Convolution with a normalised Gaussian as a ``side x side`` matrix, zeros beyond the border."""
     offsets = np.arange(side)[:, None] - np.arange(side)[None, :]
     return (np.exp(-0.5 * (offsets / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)).astype("float32")
+
+
+def _offsets(side: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """The image's centre and each flattened pixel's row and column offset from it (``1 x side*side``)."""
+    centre = (side - 1) / 2.0
+    rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
+    return centre, rows[None] - centre, cols[None] - centre
 
 
 def _bilinear(images: Any, src_rows: Any, src_cols: Any, side: int) -> Any:
