@@ -1,6 +1,6 @@
 """Seconds per epoch of the tutorial's model 4, measured in a fresh process (used by ``bench``).
 
-``python -m mnist_sweep._epoch_probe {tutorial|ours} --backend B --batch-size N --epochs E``
+``python -m mnist_sweep._epoch_probe {tutorial|ours|augmentation} --backend B --batch-size N --epochs E``
 prints one JSON object. Each measurement gets its own process so backends and compiled
 functions never leak between measurements.
 
@@ -9,8 +9,10 @@ functions never leak between measurements.
   12,000 validation), Adam, no other settings.
 - ``ours``: the same model from :func:`mnist_sweep.model.build_model`, trained by
   :func:`mnist_sweep.training.fit` on the same 48,000 + 12,000 images, with the sweep defaults;
-- ``augmented``: ``ours`` with the training batches randomly shifted, rotated and scaled
-  (:data:`AUGMENTATION`), to price augmentation per epoch.
+- ``augmentation``: ``ours`` and ``ours`` with the training batches randomly shifted, rotated and
+  scaled (:data:`AUGMENTATION`), both in one process, their epochs alternated (plain, augmented,
+  plain, ...): the price of augmentation per epoch, each pair of epochs a few seconds apart, so the
+  machine's drift (tens of percent from one minute to the next) does not decide it.
 
 The figure is the fastest epoch after the first (the first one includes tracing/compiling).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 
 def _tutorial(batch_size: int, epochs: int) -> list[float]:
@@ -54,27 +57,49 @@ def _tutorial(batch_size: int, epochs: int) -> list[float]:
 AUGMENTATION = {"augment_shift": 2.0, "augment_rotation": 10.0, "augment_scale": 0.1}
 
 
-def _augmented(batch_size: int, epochs: int) -> list[float]:
-    return _ours(batch_size, epochs, AUGMENTATION)
-
-
-def _ours(batch_size: int, epochs: int, extra: dict[str, float] | None = None) -> list[float]:
-    from mnist_sweep.config import DataConfig, TrainingConfig
-    from mnist_sweep.data import load_dataset
-    from mnist_sweep.model import TUTORIAL_MODELS, build_model
+def _augmentation(batch_size: int, epochs: int) -> dict[str, list[float]]:
     from mnist_sweep.training import fit, fresh_keras
 
-    ds = load_dataset(DataConfig(validation_size=12000))
-    params = {**TUTORIAL_MODELS[3], **(extra or {}), "batch_size": batch_size, "epochs": epochs}
+    ds = _split()
     fresh_keras(seed=0)
-    model = build_model(params, steps_per_execution=TrainingConfig().steps_per_execution)
-    result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs)
-    return result.epoch_seconds
+    plain, augmented = _ours_model(batch_size), _ours_model(batch_size, AUGMENTATION)
+    seconds: dict[str, list[float]] = {"epoch_seconds": [], "augmented_epoch_seconds": []}
+    for _ in range(epochs):
+        for key, model in (("epoch_seconds", plain), ("augmented_epoch_seconds", augmented)):
+            seconds[key] += fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size,
+                                epochs=1).epoch_seconds
+    return seconds
+
+
+def _split() -> Any:
+    """The tutorial's split of the 60,000 training images: 48,000 to train on, 12,000 to validate."""
+    from mnist_sweep.config import DataConfig
+    from mnist_sweep.data import load_dataset
+
+    return load_dataset(DataConfig(validation_size=12000))
+
+
+def _ours_model(batch_size: int, extra: dict[str, float] | None = None) -> Any:
+    """The tutorial's model 4 from :func:`build_model`, with ``extra`` params (augmentation) if given."""
+    from mnist_sweep.config import TrainingConfig
+    from mnist_sweep.model import TUTORIAL_MODELS, build_model
+
+    params = {**TUTORIAL_MODELS[3], **(extra or {}), "batch_size": batch_size}
+    return build_model(params, steps_per_execution=TrainingConfig().steps_per_execution)
+
+
+def _ours(batch_size: int, epochs: int) -> list[float]:
+    from mnist_sweep.training import fit, fresh_keras
+
+    ds = _split()
+    fresh_keras(seed=0)
+    model = _ours_model(batch_size)
+    return fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs).epoch_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m mnist_sweep._epoch_probe")
-    parser.add_argument("path", choices=["tutorial", "ours", "augmented"])
+    parser.add_argument("path", choices=["tutorial", "ours", "augmentation"])
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
@@ -82,11 +107,20 @@ def main() -> None:
     from mnist_sweep.settings import use_backend
 
     backend = use_backend(args.backend)
-    probe = {"tutorial": _tutorial, "ours": _ours, "augmented": _augmented}[args.path]
-    seconds = probe(args.batch_size, args.epochs)
+    if args.path == "augmentation":
+        pairs = _augmentation(args.batch_size, args.epochs)
+        print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,
+                          "epoch_s": _fastest(pairs["epoch_seconds"]),
+                          "augmented_epoch_s": _fastest(pairs["augmented_epoch_seconds"]), **pairs}))
+        return
+    seconds = {"tutorial": _tutorial, "ours": _ours}[args.path](args.batch_size, args.epochs)
     print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,
-                      "epoch_s": min(seconds[1:] or seconds), "epoch_seconds": seconds}))
+                      "epoch_s": _fastest(seconds), "epoch_seconds": seconds}))
 
+
+def _fastest(seconds: list[float]) -> float:
+    """The fastest epoch after the first (which includes tracing and compiling)."""
+    return min(seconds[1:] or seconds)
 
 if __name__ == "__main__":
     main()

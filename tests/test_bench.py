@@ -23,3 +23,19 @@ def test_table_marks_missed_targets() -> None:
     assert "epoch_speedup_vs_tutorial" in table and "yes" in table.splitlines()[1]
     assert "NO" in table.splitlines()[2]
     assert len(table.splitlines()) >= len(TARGETS) + 1
+
+
+@pytest.mark.slow
+def test_augmentation_probe_alternates_plain_and_augmented_epochs() -> None:
+    # the bench's augmentation cost comes from this probe: both models' epochs in one process
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mnist_sweep._epoch_probe", "augmentation", "--epochs", "3"],
+                         capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(figures["epoch_seconds"]) == len(figures["augmented_epoch_seconds"]) == 3
+    assert figures["epoch_s"] == min(figures["epoch_seconds"][1:])
+    assert figures["augmented_epoch_s"] == min(figures["augmented_epoch_seconds"][1:])
+    assert 0 < figures["epoch_s"] < 60 and 0 < figures["augmented_epoch_s"] < 60
