@@ -122,5 +122,6 @@ def _fastest(seconds: list[float]) -> float:
     """The fastest epoch after the first (which includes tracing and compiling)."""
     return min(seconds[1:] or seconds)
 
+
 if __name__ == "__main__":
     main()

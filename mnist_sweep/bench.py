@@ -97,8 +97,8 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
             if batch == 128:
                 pair = _probe("augmentation", default_backend, batch, epochs)
                 for key, figure in (("paired", "epoch_s"), ("augmented", "augmented_epoch_s")):
-                    row[f"ours_{default_backend}_{key}"] = min(row.get(f"ours_{default_backend}_{key}", math.inf),
-                                                              pair[figure])
+                    name = f"ours_{default_backend}_{key}"
+                    row[name] = min(row.get(name, math.inf), pair[figure])
         table[str(batch)] = row
         log(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
     tutorial = table["128"]["tutorial_tensorflow"]
