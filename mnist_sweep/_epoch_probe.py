@@ -10,9 +10,11 @@ functions never leak between measurements.
 - ``ours``: the same model from :func:`mnist_sweep.model.build_model`, trained by
   :func:`mnist_sweep.training.fit` on the same 48,000 + 12,000 images, with the sweep defaults;
 - ``augmentation``: ``ours`` and ``ours`` with the training batches randomly shifted, rotated and
-  scaled (:data:`AUGMENTATION`), both in one process, their epochs alternated (plain, augmented,
-  plain, ...): the price of augmentation per epoch, each pair of epochs a few seconds apart, so the
-  machine's drift (tens of percent from one minute to the next) does not decide it.
+  scaled (:data:`AUGMENTATION`), both in one process, their epochs paired and the order within a
+  pair alternated (plain, augmented | augmented, plain | ...): the price of augmentation per epoch
+  is the ratio within each pair (``pair_ratios``, augmented / plain), the two epochs seconds apart,
+  so the machine's drift (tens of percent from one minute to the next) does not decide it, and a
+  steady drift within a pair cancels between the two orders.
 
 The figure is the fastest epoch after the first (the first one includes tracing/compiling).
 """
@@ -64,11 +66,18 @@ def _augmentation(batch_size: int, epochs: int) -> dict[str, list[float]]:
     fresh_keras(seed=0)
     plain, augmented = _ours_model(batch_size), _ours_model(batch_size, AUGMENTATION)
     seconds: dict[str, list[float]] = {"epoch_seconds": [], "augmented_epoch_seconds": []}
-    for _ in range(epochs):
-        for key, model in (("epoch_seconds", plain), ("augmented_epoch_seconds", augmented)):
+    pair = [("epoch_seconds", plain), ("augmented_epoch_seconds", augmented)]
+    for epoch in range(epochs):
+        for key, model in pair if epoch % 2 == 0 else pair[::-1]:
             seconds[key] += fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size,
                                 epochs=1).epoch_seconds
     return seconds
+
+
+def pair_ratios(seconds: dict[str, list[float]]) -> list[float]:
+    """Augmented / plain epoch seconds of each pair after the first (which includes compiling)."""
+    pairs = list(zip(seconds["epoch_seconds"], seconds["augmented_epoch_seconds"], strict=True))[1:]
+    return [augmented / plain for plain, augmented in pairs]
 
 
 def _split() -> Any:
@@ -111,7 +120,8 @@ def main() -> None:
         pairs = _augmentation(args.batch_size, args.epochs)
         print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,
                           "epoch_s": _fastest(pairs["epoch_seconds"]),
-                          "augmented_epoch_s": _fastest(pairs["augmented_epoch_seconds"]), **pairs}))
+                          "augmented_epoch_s": _fastest(pairs["augmented_epoch_seconds"]),
+                          "pair_ratios": pair_ratios(pairs), **pairs}))
         return
     seconds = {"tutorial": _tutorial, "ours": _ours}[args.path](args.batch_size, args.epochs)
     print(json.dumps({"path": args.path, "backend": backend, "batch_size": args.batch_size,

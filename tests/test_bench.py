@@ -36,6 +36,15 @@ def test_augmentation_probe_alternates_plain_and_augmented_epochs() -> None:
                          capture_output=True, text=True, check=True)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(figures["epoch_seconds"]) == len(figures["augmented_epoch_seconds"]) == 3
+    plain, augmented = figures["epoch_seconds"], figures["augmented_epoch_seconds"]
+    assert figures["pair_ratios"] == [augmented[1] / plain[1], augmented[2] / plain[2]]
     assert figures["epoch_s"] == min(figures["epoch_seconds"][1:])
     assert figures["augmented_epoch_s"] == min(figures["augmented_epoch_seconds"][1:])
     assert 0 < figures["epoch_s"] < 60 and 0 < figures["augmented_epoch_s"] < 60
+
+
+def test_pair_ratios_leave_out_the_compiling_pair() -> None:
+    from mnist_sweep._epoch_probe import pair_ratios
+
+    seconds = {"epoch_seconds": [9.0, 1.0, 2.0], "augmented_epoch_seconds": [12.0, 1.1, 2.4]}
+    assert pair_ratios(seconds) == pytest.approx([1.1, 1.2])
