@@ -24,26 +24,26 @@ from mnist_sweep.version import __version__
 
 #: Public name -> the module that defines it.
 _API: dict[str, str] = {
-    "load_sweep": "mnist_sweep.sweep_files",
-    "packaged_sweeps": "mnist_sweep.sweep_files",
-    "sweep_from_dict": "mnist_sweep.config",
-    "with_overrides": "mnist_sweep.config",
-    "SweepConfig": "mnist_sweep.config",
-    "run": "mnist_sweep.runner",
-    "load_study": "mnist_sweep.study",
-    "list_studies": "mnist_sweep.study",
-    "trials_frame": "mnist_sweep.tables",
-    "report_figures": "mnist_sweep.figures",
-    "write_report": "mnist_sweep.report",
-    "best_config": "mnist_sweep.export",
-    "export_best": "mnist_sweep.export",
-    "train_final": "mnist_sweep.retrain",
-    "build_final": "mnist_sweep.final_model",
-    "FinalModel": "mnist_sweep.retrain",
-    "load_model": "mnist_sweep.inference",
-    "predict": "mnist_sweep.inference",
-    "predict_files": "mnist_sweep.inference",
-    "Prediction": "mnist_sweep.inference",
+    "load_sweep": "mnist_sweep.sweep.loader",
+    "packaged_sweeps": "mnist_sweep.sweep.loader",
+    "sweep_from_dict": "mnist_sweep.sweep.config",
+    "with_overrides": "mnist_sweep.sweep.config",
+    "SweepConfig": "mnist_sweep.sweep.config",
+    "run": "mnist_sweep.search.runner",
+    "load_study": "mnist_sweep.search.study",
+    "list_studies": "mnist_sweep.search.study",
+    "trials_frame": "mnist_sweep.results.tables",
+    "report_figures": "mnist_sweep.results.figures",
+    "write_report": "mnist_sweep.results.report",
+    "best_config": "mnist_sweep.results.export",
+    "export_best": "mnist_sweep.results.export",
+    "train_final": "mnist_sweep.final.retrain",
+    "build_final": "mnist_sweep.final.ensemble",
+    "FinalModel": "mnist_sweep.final.retrain",
+    "load_model": "mnist_sweep.model.saving",
+    "predict": "mnist_sweep.final.predict",
+    "predict_files": "mnist_sweep.final.predict",
+    "Prediction": "mnist_sweep.final.predict",
     "InputError": "mnist_sweep.errors",
     "SweepFailed": "mnist_sweep.errors",
     "SweepInterrupted": "mnist_sweep.errors",
@@ -52,18 +52,19 @@ _API: dict[str, str] = {
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
-    from mnist_sweep.config import SweepConfig, sweep_from_dict, with_overrides
     from mnist_sweep.errors import InputError, SweepFailed, SweepInterrupted
-    from mnist_sweep.export import best_config, export_best
-    from mnist_sweep.figures import report_figures
-    from mnist_sweep.final_model import build_final
-    from mnist_sweep.inference import Prediction, load_model, predict, predict_files
-    from mnist_sweep.report import write_report
-    from mnist_sweep.retrain import FinalModel, train_final
-    from mnist_sweep.runner import run
-    from mnist_sweep.study import list_studies, load_study
-    from mnist_sweep.sweep_files import load_sweep, packaged_sweeps
-    from mnist_sweep.tables import trials_frame
+    from mnist_sweep.final.ensemble import build_final
+    from mnist_sweep.final.predict import Prediction, predict, predict_files
+    from mnist_sweep.final.retrain import FinalModel, train_final
+    from mnist_sweep.model.saving import load_model
+    from mnist_sweep.results.export import best_config, export_best
+    from mnist_sweep.results.figures import report_figures
+    from mnist_sweep.results.report import write_report
+    from mnist_sweep.results.tables import trials_frame
+    from mnist_sweep.search.runner import run
+    from mnist_sweep.search.study import list_studies, load_study
+    from mnist_sweep.sweep.config import SweepConfig, sweep_from_dict, with_overrides
+    from mnist_sweep.sweep.loader import load_sweep, packaged_sweeps
 
 
 def __getattr__(name: str) -> Any:

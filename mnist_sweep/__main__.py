@@ -1,3 +1,3 @@
-from mnist_sweep.cli import entry
+from mnist_sweep.cli.main import entry
 
 entry()

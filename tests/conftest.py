@@ -14,7 +14,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from mnist_sweep.settings import use_backend  # noqa: E402
+from mnist_sweep._base.settings import use_backend  # noqa: E402
 
 use_backend("auto")  # the backend a user's `run` gets, chosen before any test imports Keras
 
@@ -80,8 +80,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_dataset():
     """Real MNIST, loaded once for the whole test session, cut to 2,000 train / 1,000 validation images."""
-    from mnist_sweep.config import DataConfig
-    from mnist_sweep.data import load_dataset
+    from mnist_sweep.data.dataset import load_dataset
+    from mnist_sweep.sweep.config import DataConfig
 
     return load_dataset(DataConfig(validation_size=1000, train_size=2000))
 

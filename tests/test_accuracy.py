@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_sweep.config import DataConfig
-from mnist_sweep.data import load_dataset
-from mnist_sweep.model import TUTORIAL_MODELS, build_model
-from mnist_sweep.training import fit, fresh_keras
+from mnist_sweep.data.dataset import load_dataset
+from mnist_sweep.model.factory import TUTORIAL_MODELS, build_model
+from mnist_sweep.model.training import fit, fresh_keras
+from mnist_sweep.sweep.config import DataConfig
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import datetime as dt
 import optuna
 import pytest
 
-from mnist_sweep.anytime import best_so_far, first_crossing, first_reach
+from mnist_sweep.results.anytime import best_so_far, first_crossing, first_reach
 
 
 def _trial(number: int, start_s: float, values: list[float], epoch_s: float = 1.0, setup_s: float = 0.5):

@@ -16,8 +16,8 @@ import pytest
 from conftest import TINY_SWEEP
 
 import mnist_sweep as ms
-from mnist_sweep.cli import main
-from mnist_sweep.paths import safe_name
+from mnist_sweep._base.paths import safe_name
+from mnist_sweep.cli.main import main
 
 FAST_SPACE = {**TINY_SWEEP["space"], "epochs": 1, "units": 16}
 
@@ -84,7 +84,7 @@ def test_run_to_prediction_in_a_few_calls(sqlite_url: str, tmp_path: Path, tiny_
 def test_predict_names_a_bad_image(tmp_path: Path) -> None:
     bad = tmp_path / "x.png"
     bad.write_text("not an image")
-    from mnist_sweep.model import build_model
+    from mnist_sweep.model.factory import build_model
 
     model = build_model({"hidden_layers": 0})
     with pytest.raises(ms.InputError, match=r"x\.png: not an image"):
@@ -110,7 +110,7 @@ def test_trials_that_keep_failing_stop_the_run_with_the_first_traceback(sqlite_u
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the model factory")
 
-    monkeypatch.setattr("mnist_sweep.objective.build_model", broken)
+    monkeypatch.setattr("mnist_sweep.search.objective.build_model", broken)
     with pytest.raises(ms.SweepFailed, match="3 trials failed in a row") as caught:
         ms.run(_sweep(trials=20), storage=sqlite_url, study_name="broken")
     assert "RuntimeError: a bug in the model factory" in caught.value.traceback
@@ -133,8 +133,7 @@ def _write(sweep: ms.SweepConfig, url: str) -> Path:
 
 
 def test_a_failure_between_successes_does_not_stop_the_run(sqlite_url: str, monkeypatch) -> None:
-    from mnist_sweep import objective
-
+    from mnist_sweep.search import objective
     real, calls = objective.build_model, []
 
     def every_other(*args, **kwargs):
@@ -143,7 +142,7 @@ def test_a_failure_between_successes_does_not_stop_the_run(sqlite_url: str, monk
             raise RuntimeError("flaky")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("mnist_sweep.objective.build_model", every_other)
+    monkeypatch.setattr("mnist_sweep.search.objective.build_model", every_other)
     study = ms.run(_sweep(trials=3), storage=sqlite_url, study_name="flaky", progress="off")
     assert sorted(t.state.name for t in study.trials).count("FAIL") == 3  # replaced, not fatal
 

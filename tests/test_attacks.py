@@ -28,7 +28,7 @@ import pytest
 import yaml
 from conftest import TINY_SWEEP
 
-from mnist_sweep.cli import main
+from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +53,8 @@ def _files(root: Path) -> set[Path]:
 @pytest.fixture(scope="module")
 def tiny_url(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> str:
     """One real tiny study ("tiny", 1 trial) in a fresh SQLite; tests copy it under other names."""
-    from mnist_sweep.config import parse_sweep
-    from mnist_sweep.study import run_sweep
+    from mnist_sweep.search.study import run_sweep
+    from mnist_sweep.sweep.config import parse_sweep
 
     url = f"sqlite:///{tmp_path_factory.mktemp('attacks') / 'studies.db'}"
     run_sweep(parse_sweep({**TINY_SWEEP, "trials": 1}, "tiny.yaml"), url, dataset=tiny_dataset, heartbeat=False)
@@ -70,7 +70,7 @@ def _copy(url: str, name: str) -> optuna.Study:
 
 
 def test_every_study_path_is_one_distinct_folder_inside_studies() -> None:
-    from mnist_sweep.paths import STUDIES_DIR, export_path, metrics_path, model_path, report_path, study_dir
+    from mnist_sweep._base.paths import STUDIES_DIR, export_path, metrics_path, model_path, report_path, study_dir
 
     folders = {}
     for name in WEIRD_NAMES:
@@ -99,8 +99,8 @@ def test_report_and_export_of_path_like_names_stay_inside_studies(tiny_url: str,
 
 
 def test_exported_yaml_keeps_a_newline_in_the_study_name_on_one_line(tiny_url: str, tmp_path: Path) -> None:
-    from mnist_sweep.export import export_best
-    from mnist_sweep.sweep_files import load_sweep
+    from mnist_sweep.results.export import export_best
+    from mnist_sweep.sweep.loader import load_sweep
 
     name = "evil\ntrials: 999\nseed: 7\u2028space: {}\x85pruner: median"
     path = export_best(_copy(tiny_url, name))
@@ -120,8 +120,8 @@ def test_exported_yaml_keeps_a_newline_in_the_study_name_on_one_line(tiny_url: s
 
 def test_waiting_trials_have_an_empty_start_in_report_figures_and_csv(tiny_url: str, tmp_path: Path,
                                                                        capsys) -> None:
-    from mnist_sweep.figures import report_figures
-    from mnist_sweep.report import write_report
+    from mnist_sweep.results.figures import report_figures
+    from mnist_sweep.results.report import write_report
 
     study = _copy(tiny_url, "queued")
     study.enqueue_trial(dict(study.trials[0].params))
@@ -145,7 +145,7 @@ def test_waiting_trials_have_an_empty_start_in_report_figures_and_csv(tiny_url: 
 
 
 def test_an_interrupted_report_leaves_the_previous_file_whole(tiny_url: str, tmp_path: Path, monkeypatch) -> None:
-    import mnist_sweep.report as report
+    import mnist_sweep.results.report as report
 
     study = optuna.load_study(study_name="tiny", storage=tiny_url)
     path = report.write_report(study, tmp_path / "out" / "report.html")
@@ -161,7 +161,7 @@ def test_an_interrupted_report_leaves_the_previous_file_whole(tiny_url: str, tmp
 
 
 def test_the_trials_csv_is_written_atomically(tiny_url: str, tmp_path: Path, monkeypatch) -> None:
-    from mnist_sweep.tables import trials_frame, write_trials_csv
+    from mnist_sweep.results.tables import trials_frame, write_trials_csv
 
     frame = trials_frame(optuna.load_study(study_name="tiny", storage=tiny_url))
     path = write_trials_csv(frame, tmp_path / "trials.csv")
@@ -181,8 +181,8 @@ def test_an_interrupted_train_leaves_no_old_metrics_or_curves_beside_a_model(tin
                                                                              monkeypatch) -> None:
     import keras
 
-    from mnist_sweep.export import best_config
-    from mnist_sweep.retrain import train_final
+    from mnist_sweep.final.retrain import train_final
+    from mnist_sweep.results.export import best_config
 
     config = best_config(optuna.load_study(study_name="tiny", storage=tiny_url))
     out = tmp_path / "out"
@@ -274,7 +274,7 @@ def _gzip_bomb(header: bytes, zeros: int) -> bytes:
 
 
 def test_a_gzip_bomb_idx_is_refused_without_inflating(tmp_path: Path) -> None:
-    from mnist_sweep.data import read_idx
+    from mnist_sweep.data.dataset import read_idx
 
     declared = bytes([0, 0, 8, 3]) + b"".join(struct.pack(">I", d) for d in (60000, 28, 28))  # MNIST's shape
     path = tmp_path / "train-images-idx3-ubyte.gz"
@@ -292,7 +292,7 @@ def test_a_gzip_bomb_idx_is_refused_without_inflating(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("dims", "message"), [((2**31, 2**16, 2**16), "over the limit of 1000000000 bytes"),
                                                ((60000, 28, 28), "more than a .*-byte gzip file can hold")])
 def test_an_idx_header_declaring_too_much_is_refused_before_reading(tmp_path: Path, dims: tuple, message: str) -> None:
-    from mnist_sweep.data import read_idx
+    from mnist_sweep.data.dataset import read_idx
 
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + b"".join(struct.pack(">I", d) for d in dims) + bytes(100)))
@@ -352,7 +352,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mnist_sweep.model import build_model
+    from mnist_sweep.model.factory import build_model
 
     path = tmp_path_factory.mktemp("model") / "model.keras"
     build_model({"hidden_layers": 0}).save(path)
@@ -378,7 +378,7 @@ def test_predict_refuses_a_huge_image_before_decoding(saved_model: Path, tmp_pat
 def test_an_image_folder_with_a_huge_image_names_it(tmp_path: Path) -> None:
     from PIL import Image
 
-    from mnist_sweep.data import load_arrays
+    from mnist_sweep.data.dataset import load_arrays
 
     for label in ("a", "b"):
         (tmp_path / "digits" / label).mkdir(parents=True)
@@ -468,7 +468,7 @@ def test_the_dashboard_refuses_a_foreign_host_header(tiny_url: str) -> None:
 
 
 def test_allowed_hosts_name_the_served_address_only() -> None:
-    from mnist_sweep.dashboard import allowed_hosts
+    from mnist_sweep._base.hosts import allowed_hosts
 
     assert allowed_hosts("127.0.0.1", 8080) == {"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
     assert allowed_hosts("::1", 80) == {"127.0.0.1:80", "localhost:80", "[::1]:80", "127.0.0.1", "localhost", "[::1]"}

@@ -24,10 +24,10 @@ from conftest import TINY_SWEEP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_sweep.cli import main
-from mnist_sweep.data import load_arrays, read_idx
+from mnist_sweep.cli.main import main
+from mnist_sweep.data.dataset import load_arrays, read_idx
 from mnist_sweep.errors import InputError
-from mnist_sweep.sweep_files import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_sweep, read_yaml
+from mnist_sweep.sweep.loader import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_sweep, read_yaml
 
 TRIED: Counter[str] = Counter()
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -121,7 +121,7 @@ def _broken_sweeps(draw) -> dict:
 
 
 def _known_space_keys() -> set[str]:
-    from mnist_sweep.space import SearchSpace
+    from mnist_sweep.sweep.space import SearchSpace
 
     return set(SearchSpace.model_fields)
 

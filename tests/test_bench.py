@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_sweep.bench import TARGETS, format_table
-from mnist_sweep.flops import flop_bound_epoch_s, inference_flops_per_image, training_flops_per_image
-from mnist_sweep.model import TUTORIAL_MODELS
+from mnist_sweep.bench.flops import flop_bound_epoch_s, inference_flops_per_image, training_flops_per_image
+from mnist_sweep.bench.suite import TARGETS, format_table
+from mnist_sweep.model.factory import TUTORIAL_MODELS
 
 
 def test_flops_of_the_tutorial_model_4() -> None:
@@ -32,7 +32,7 @@ def test_augmentation_probe_alternates_plain_and_augmented_epochs() -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "mnist_sweep._epoch_probe", "augmentation", "--epochs", "3"],
+    out = subprocess.run([sys.executable, "-m", "mnist_sweep.bench._epoch_probe", "augmentation", "--epochs", "3"],
                          capture_output=True, text=True, check=True)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(figures["epoch_seconds"]) == len(figures["augmented_epoch_seconds"]) == 3
@@ -44,7 +44,7 @@ def test_augmentation_probe_alternates_plain_and_augmented_epochs() -> None:
 
 
 def test_pair_ratios_leave_out_the_compiling_pair() -> None:
-    from mnist_sweep._epoch_probe import pair_ratios
+    from mnist_sweep.bench._epoch_probe import pair_ratios
 
     seconds = {"epoch_seconds": [9.0, 1.0, 2.0], "augmented_epoch_seconds": [12.0, 1.1, 2.4]}
     assert pair_ratios(seconds) == pytest.approx([1.1, 1.2])

@@ -1,4 +1,4 @@
-"""The storage bench (mnist_sweep.bench_storage) and the proxy launcher, run small on a real,
+"""The storage bench (mnist_sweep.bench.storage) and the proxy launcher, run small on a real,
 temporary PostgreSQL database (PostgreSQL runs here and in CI: nothing is skipped)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from optuna.trial import TrialState
 
-from mnist_sweep import storage_proxy
-from mnist_sweep.bench_storage import EPOCHS, bench_storage, format_table, run_arm, temp_database
+from mnist_sweep.bench.storage import EPOCHS, bench_storage, format_table, run_arm, temp_database
+from mnist_sweep.storage import proxy as storage_proxy
 
 
 @pytest.fixture(scope="module")

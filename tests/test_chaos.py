@@ -27,8 +27,8 @@ import sqlalchemy.exc
 from conftest import scratch_database
 
 from mnist_sweep.errors import InputError, StorageUnavailable
-from mnist_sweep.storage import open_storage
-from mnist_sweep.storage_retry import DISK_FULL, READ_ONLY, TRANSIENT, classify
+from mnist_sweep.storage.rdb import open_storage
+from mnist_sweep.storage.retry import DISK_FULL, READ_ONLY, TRANSIENT, classify
 
 QUICK = {"hidden_layers": 1, "units": [16, 32], "dropout": 0.0, "optimizer": "adam", "batch_size": 128,
          "epochs": {"low": 1, "high": 3}, "learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}
@@ -143,7 +143,7 @@ def test_every_call_optunas_cache_wrapper_makes_on_the_storage_is_retried() -> N
 
     from optuna.storages import _cached_storage, _heartbeat
 
-    from mnist_sweep.storage_retry import RETRIED_METHODS, ResilientRDBStorage
+    from mnist_sweep.storage.retry import RETRIED_METHODS, ResilientRDBStorage
 
     source = inspect.getsource(_cached_storage) + inspect.getsource(_heartbeat)
     private = set(re.findall(r"(?:_backend|storage)\.(_[a-z][a-z_]+)\(", source))
@@ -153,7 +153,7 @@ def test_every_call_optunas_cache_wrapper_makes_on_the_storage_is_retried() -> N
 
 
 def test_a_read_only_sqlite_database_is_one_line_exit_2(write_sweep, small_disk: Path, capsys) -> None:
-    from mnist_sweep.cli import main
+    from mnist_sweep.cli.main import main
 
     url = f"sqlite:///{small_disk / 'ro.db'}"
     open_storage(url).engine.dispose()  # the schema exists
@@ -302,7 +302,7 @@ def test_sqlite_on_a_full_disk_stops_in_one_line_stays_intact_and_resumes(write_
 # --- a trial that runs away -------------------------------------------------------------------
 
 def test_a_trial_past_trial_timeout_fails_with_its_reason_and_the_sweep_goes_on(write_sweep, sqlite_url: str) -> None:
-    from mnist_sweep.cli import main
+    from mnist_sweep.cli.main import main
 
     runaway = {"hidden_layers": 1, "units": 16, "epochs": 3000, "learning_rate": 0.001}
     path = write_sweep(trials=2, space={**QUICK, "epochs": [1, 2, 3000]}, data=DATA, trial_timeout=6,
@@ -337,7 +337,7 @@ def test_two_workers_share_one_mariadb_study_exactly(write_sweep, mariadb_url: s
 
 
 def test_an_unreachable_database_at_the_start_is_one_line_exit_2_without_a_wait(write_sweep, capsys) -> None:
-    from mnist_sweep.cli import main
+    from mnist_sweep.cli.main import main
 
     started = time.monotonic()
     url = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/x?password=S3cretQS"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mnist_sweep.cli import main
-from mnist_sweep.config import parse_sweep, with_overrides
+from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
-from mnist_sweep.sweep_files import load_sweep, resolve_sweep, sweep_json_schema
+from mnist_sweep.sweep.config import parse_sweep, with_overrides
+from mnist_sweep.sweep.loader import load_sweep, resolve_sweep, sweep_json_schema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,8 +149,9 @@ def test_unknown_sweep_name_suggests_a_close_one() -> None:
 
 
 def test_shipped_json_schema_is_current() -> None:
-    shipped = json.loads((REPO / "mnist_sweep" / "sweeps" / "sweep.schema.json").read_text())
-    assert shipped == sweep_json_schema(), "regenerate: mnist-sweep schema -o mnist_sweep/sweeps/sweep.schema.json"
+    shipped = json.loads((REPO / "mnist_sweep" / "sweep" / "shipped" / "sweep.schema.json").read_text())
+    assert shipped == sweep_json_schema(), \
+        "regenerate: mnist-sweep schema -o mnist_sweep/sweep/shipped/sweep.schema.json"
 
 
 def test_broken_sweep_exits_2_and_writes_no_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

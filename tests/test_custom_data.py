@@ -11,9 +11,9 @@ from conftest import TINY_SWEEP
 from PIL import Image
 
 import mnist_sweep as ms
-from mnist_sweep.cli import main
-from mnist_sweep.config import DataConfig
-from mnist_sweep.data import load_arrays, load_dataset
+from mnist_sweep.cli.main import main
+from mnist_sweep.data.dataset import load_arrays, load_dataset
+from mnist_sweep.sweep.config import DataConfig
 
 LETTERS = "abcdefghij"  # class folder names for MNIST's digits 0..9
 
@@ -122,7 +122,7 @@ def test_five_classes_of_14_by_14_end_to_end(tmp_path: Path, mnist_sample, write
 
 
 def test_a_study_does_not_resume_on_other_data(tmp_path: Path, mnist_sample, tiny_dataset) -> None:
-    from mnist_sweep.study import run_sweep
+    from mnist_sweep.search.study import run_sweep
 
     x, y = mnist_sample
     np.savez(tmp_path / "a.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:400], y_test=y[300:400])

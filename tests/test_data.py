@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_sweep.config import DataConfig
-from mnist_sweep.data import (
+from mnist_sweep.data.dataset import (
     BUNDLED_DIR,
     IDX_NAMES,
     load_arrays,
@@ -19,6 +18,7 @@ from mnist_sweep.data import (
     stratified_split,
 )
 from mnist_sweep.errors import InputError
+from mnist_sweep.sweep.config import DataConfig
 
 
 def _idx(array: np.ndarray) -> bytes:

@@ -21,10 +21,10 @@ import pytest
 from conftest import scratch_database
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from mnist_sweep.cli import main
-from mnist_sweep.settings import format_cpu_list
-from mnist_sweep.storage import open_storage
-from mnist_sweep.workers import cpu_shares
+from mnist_sweep._base.settings import format_cpu_list
+from mnist_sweep.cli.main import main
+from mnist_sweep.search.workers import cpu_shares
+from mnist_sweep.storage.rdb import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -250,7 +250,7 @@ def test_a_stop_swallowed_by_a_finalizer_prints_no_traceback(capsys) -> None:
     # Ctrl-C can land in a weakref callback during garbage collection; Python then prints the
     # KeyboardInterrupt with a traceback and drops it. The stop is remembered and acted on at the
     # next epoch, so that report is noise; any other unraisable exception is still printed.
-    from mnist_sweep.signals import StopSignals
+    from mnist_sweep._base.signals import StopSignals
 
     class Finalizer:
         def __del__(self) -> None:

@@ -13,9 +13,9 @@ from conftest import TINY_SWEEP
 from optuna.artifacts import get_all_artifact_meta
 
 import mnist_sweep as ms
-from mnist_sweep.kept_models import artifact_dir, kept_models, load_kept_model
-from mnist_sweep.optuna_internals import study_storage
-from mnist_sweep.study import run_sweep
+from mnist_sweep.search.kept_models import artifact_dir, kept_models, load_kept_model
+from mnist_sweep.search.study import run_sweep
+from mnist_sweep.storage._optuna_internals import study_storage
 
 SPACE = {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64], "epochs": 3}
 
@@ -85,8 +85,8 @@ def test_an_interrupted_trial_keeps_nothing(tmp_path: Path, tiny_dataset, monkey
 def test_the_dashboard_serves_kept_models(kept_study: optuna.Study) -> None:
     import threading
 
-    from mnist_sweep.dashboard import serve
-    from mnist_sweep.optuna_internals import storage_url_of, study_id, trial_id
+    from mnist_sweep.results.dashboard import serve
+    from mnist_sweep.storage._optuna_internals import storage_url_of, study_id, trial_id
 
     url = storage_url_of(kept_study)
     port = _free_port()
@@ -122,8 +122,8 @@ def _get(address: str) -> bytes:
 
 def test_final_chooses_on_validation_and_tests_once(kept_study: optuna.Study, tiny_dataset, tmp_path: Path,
                                                     capsys) -> None:
-    from mnist_sweep.cli import main
-    from mnist_sweep.optuna_internals import storage_url_of
+    from mnist_sweep.cli.main import main
+    from mnist_sweep.storage._optuna_internals import storage_url_of
 
     code = main(["final", "--study", kept_study.study_name, "--storage", storage_url_of(kept_study),
                  "-o", str(tmp_path / "final")])
@@ -143,8 +143,8 @@ def test_final_chooses_on_validation_and_tests_once(kept_study: optuna.Study, ti
 
 
 def test_an_ensemble_averages_its_members(kept_study: optuna.Study, tiny_dataset, tmp_path: Path) -> None:
-    from mnist_sweep.final_model import _average
-    from mnist_sweep.inference import load_model
+    from mnist_sweep.final.ensemble import _average
+    from mnist_sweep.model.saving import load_model
 
     first, second = (load_kept_model(kept_study, k.trial) for k in kept_models(kept_study)[:2])
     x = tiny_dataset.x_val[:50]
@@ -155,7 +155,7 @@ def test_an_ensemble_averages_its_members(kept_study: optuna.Study, tiny_dataset
 
 
 def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_dataset, capsys) -> None:
-    from mnist_sweep.cli import main
+    from mnist_sweep.cli.main import main
 
     url = f"sqlite:///{tmp_path / 'n.db'}"
     run_sweep(_sweep(1, 0), url, dataset=tiny_dataset)
@@ -165,7 +165,7 @@ def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_datas
 
 
 def test_retained_keeps_the_best_k_and_each_front() -> None:
-    from mnist_sweep.kept_models import KeptModel, retained
+    from mnist_sweep.search.kept_models import KeptModel, retained
 
     models = [KeptModel(0, "a", 0.99, 9, 1000, 0.5), KeptModel(1, "b", 0.98, 9, 100, 0.4),
               KeptModel(2, "c", 0.97, 9, 200, 0.1), KeptModel(3, "d", 0.96, 9, 300, 0.3),
@@ -177,8 +177,8 @@ def test_retained_keeps_the_best_k_and_each_front() -> None:
 
 
 def test_final_within_a_parameter_budget(kept_study: optuna.Study, tmp_path: Path, capsys) -> None:
-    from mnist_sweep.cli import main
-    from mnist_sweep.optuna_internals import storage_url_of
+    from mnist_sweep.cli.main import main
+    from mnist_sweep.storage._optuna_internals import storage_url_of
 
     kept = kept_models(kept_study)
     smallest = min(k.n_params for k in kept)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_sweep.model import build_model, count_params
-from mnist_sweep.settings import use_backend
+from mnist_sweep._base.settings import use_backend
+from mnist_sweep.model.factory import build_model, count_params
 
 
 def test_variable_dropout_drops_at_its_rate_and_keeps_the_mean() -> None:
     use_backend()
     import keras
 
-    from mnist_sweep.layers import VariableDropout
+    from mnist_sweep.model.layers import VariableDropout
 
     layer = VariableDropout(0.3, seed=1)
     x = np.ones((200, 500), dtype="float32")
@@ -25,7 +25,7 @@ def test_variable_dropout_drops_at_its_rate_and_keeps_the_mean() -> None:
 
 def test_dropout_rate_is_a_variable_so_one_program_serves_every_rate() -> None:
     use_backend()
-    from mnist_sweep.layers import VariableDropout
+    from mnist_sweep.model.layers import VariableDropout
 
     model = build_model({"hidden_layers": 1, "units": 32, "dropout": 0.25})
     (dropout,) = [layer for layer in model.layers if isinstance(layer, VariableDropout)]
@@ -37,7 +37,7 @@ def test_dropout_rate_is_a_variable_so_one_program_serves_every_rate() -> None:
 @pytest.mark.parametrize("rate", [-0.1, 1.0])
 def test_variable_dropout_refuses_rates_outside_0_1(rate: float) -> None:
     use_backend()
-    from mnist_sweep.layers import VariableDropout
+    from mnist_sweep.model.layers import VariableDropout
 
     with pytest.raises(ValueError, match="dropout rate"):
         VariableDropout(rate)
@@ -45,7 +45,7 @@ def test_variable_dropout_refuses_rates_outside_0_1(rate: float) -> None:
 
 def test_numpy_glorot_uniform_has_keras_limits_and_is_seeded() -> None:
     use_backend()
-    from mnist_sweep.layers import NumpyGlorotUniform
+    from mnist_sweep.model.layers import NumpyGlorotUniform
 
     values = NumpyGlorotUniform(seed=3)((784, 512))
     limit = np.sqrt(6 / (784 + 512))
@@ -57,7 +57,7 @@ def test_numpy_glorot_uniform_has_keras_limits_and_is_seeded() -> None:
 
 def test_a_saved_model_with_these_layers_loads_and_predicts_the_same(tmp_path) -> None:
     use_backend()
-    from mnist_sweep.inference import load_model
+    from mnist_sweep.model.saving import load_model
 
     model = build_model({"hidden_layers": 1, "units": 16, "dropout": 0.4, "input_dropout": 0.1})
     path = tmp_path / "model.keras"
@@ -72,7 +72,7 @@ def test_dropout_masks_are_independent_across_elements_and_steps() -> None:
     use_backend()
     import keras
 
-    from mnist_sweep.layers import VariableDropout
+    from mnist_sweep.model.layers import VariableDropout
 
     layer = VariableDropout(0.5, seed=7)
     x = np.ones((256, 512), dtype="float32")
@@ -89,7 +89,7 @@ def test_dropout_masks_are_independent_across_elements_and_steps() -> None:
 def test_dropout_at_rate_zero_is_an_exact_identity_in_training() -> None:
     import numpy as np
 
-    from mnist_sweep.layers import VariableDropout
+    from mnist_sweep.model.layers import VariableDropout
 
     x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
     out = np.asarray(VariableDropout(0.0, seed=3)(x, training=True))
@@ -114,7 +114,7 @@ def test_augmentation_only_touches_training_batches() -> None:
     use_backend()
     import keras
 
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
 
     x = _digit_batch(64)
     layer = RandomAffine(shift=2.0, rotation=10.0, scale=0.1, seed=0)
@@ -127,7 +127,7 @@ def test_shifts_move_each_image_by_up_to_the_given_pixels() -> None:
     use_backend()
     import keras
 
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
 
     x = _digit_batch(256)
     layer = RandomAffine(shift=2.0, seed=3)
@@ -144,7 +144,7 @@ def test_rotation_and_scaling_keep_the_centre_and_change_the_size() -> None:
     use_backend()
     import keras
 
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
 
     x = _digit_batch(256)
     out = keras.ops.convert_to_numpy(RandomAffine(rotation=20.0, scale=0.3, seed=5)(x, training=True))
@@ -155,8 +155,8 @@ def test_rotation_and_scaling_keep_the_centre_and_change_the_size() -> None:
 
 def test_augmented_models_share_one_program_and_save_their_magnitudes(tmp_path) -> None:
     use_backend()
-    from mnist_sweep.inference import load_model
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
+    from mnist_sweep.model.saving import load_model
 
     plain = build_model({"hidden_layers": 1, "units": 16})
     model = build_model({"hidden_layers": 1, "units": 16, "augment_shift": 2, "augment_rotation": 8})
@@ -173,7 +173,7 @@ def test_augmented_models_share_one_program_and_save_their_magnitudes(tmp_path) 
 
 def test_an_augmented_model_trains_and_validates_on_untouched_images(tiny_dataset) -> None:
     use_backend()
-    from mnist_sweep.training import fit, fresh_keras
+    from mnist_sweep.model.training import fit, fresh_keras
 
     fresh_keras(0)
     model = build_model({"hidden_layers": 1, "units": 64, "epochs": 2, "augment_shift": 2.0, "augment_rotation": 10.0,
@@ -191,7 +191,7 @@ def test_elastic_distortion_warps_locally_and_keeps_the_digit_in_place() -> None
     use_backend()
     import keras
 
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
 
     x = _digit_batch(256)
     layer = RandomAffine(elastic=34.0, seed=7)
@@ -207,8 +207,8 @@ def test_elastic_distortion_warps_locally_and_keeps_the_digit_in_place() -> None
 
 def test_a_model_saved_with_elastic_distortion_loads_with_it(tmp_path) -> None:
     use_backend()
-    from mnist_sweep.inference import load_model
-    from mnist_sweep.layers import RandomAffine
+    from mnist_sweep.model.layers import RandomAffine
+    from mnist_sweep.model.saving import load_model
 
     model = build_model({"hidden_layers": 1, "units": 16, "augment_elastic": 20.0})
     model.save(tmp_path / "m.keras")
@@ -240,7 +240,7 @@ def test_deskew_straightens_and_centres_each_image_in_training_and_inference() -
     use_backend()
     import keras
 
-    from mnist_sweep.layers import Deskew
+    from mnist_sweep.model.layers import Deskew
 
     x = np.concatenate([_slanted_bar(0.4, (2, -3)), _slanted_bar(-0.3, (-3, 4)), _slanted_bar(0.0)])
     assert np.all(np.abs(_skew(x)[:2]) > 0.25)
@@ -258,8 +258,8 @@ def test_deskew_straightens_and_centres_each_image_in_training_and_inference() -
 
 def test_the_deskew_axis_puts_the_layer_in_the_saved_model(tmp_path) -> None:
     use_backend()
-    from mnist_sweep.inference import load_model
-    from mnist_sweep.layers import Deskew
+    from mnist_sweep.model.layers import Deskew
+    from mnist_sweep.model.saving import load_model
 
     assert not any(isinstance(layer, Deskew) for layer in build_model({"hidden_layers": 1, "units": 16}).layers)
     model = build_model({"hidden_layers": 1, "units": 16, "deskew": True, "augment_shift": 2.0})

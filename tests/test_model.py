@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_sweep.model import KERAS_DEFAULT_LR, TUTORIAL_MODELS, build_model, count_params, layer_widths
+from mnist_sweep.model.factory import KERAS_DEFAULT_LR, TUTORIAL_MODELS, build_model, count_params, layer_widths
 
 
 def _dense_units(model) -> list[int]:
@@ -67,10 +67,10 @@ def test_per_layer_units() -> None:
 
 def test_option_lists_have_one_source() -> None:
     # the sweep-file validation, the factory's Keras classes and their default learning rates agree
-    from mnist_sweep.bench import PARTS
-    from mnist_sweep.cli_args import BENCH_PARTS
-    from mnist_sweep.model import _OPTIMIZER_CLASSES
-    from mnist_sweep.space import DEFAULT_PARAMS, OPTIMIZERS, SearchSpace
+    from mnist_sweep.bench.suite import PARTS
+    from mnist_sweep.cli.args import BENCH_PARTS
+    from mnist_sweep.model.factory import _OPTIMIZER_CLASSES
+    from mnist_sweep.sweep.space import DEFAULT_PARAMS, OPTIMIZERS, SearchSpace
 
     assert set(_OPTIMIZER_CLASSES) == set(OPTIMIZERS) == set(KERAS_DEFAULT_LR)
     assert BENCH_PARTS == PARTS

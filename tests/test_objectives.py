@@ -9,9 +9,9 @@ import pytest
 from conftest import TINY_SWEEP
 
 import mnist_sweep as ms
-from mnist_sweep.cli import main
-from mnist_sweep.objectives import accuracy_of, best_trial
-from mnist_sweep.study import run_sweep
+from mnist_sweep.cli.main import main
+from mnist_sweep.search.study import run_sweep
+from mnist_sweep.sweep.goals import accuracy_of, best_trial
 
 SWEEP = {**TINY_SWEEP, "name": "duo", "trials": 4, "objectives": ["val_accuracy", "n_params"],
          "space": {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64]}}

@@ -11,9 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mnist_sweep.config import HeartbeatConfig
-from mnist_sweep.optuna_internals import CHECKED_OPTUNA, running_without_heartbeat, study_id, trial_id
-from mnist_sweep.storage import open_storage, reap_dead_trials
+from mnist_sweep.storage._optuna_internals import CHECKED_OPTUNA, running_without_heartbeat, study_id, trial_id
+from mnist_sweep.storage.rdb import open_storage, reap_dead_trials
+from mnist_sweep.sweep.config import HeartbeatConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mnist_sweep.progress import EpochProgress, format_duration
+from mnist_sweep.search.progress import EpochProgress, format_duration
 
 
 class _Clock:
@@ -23,7 +23,7 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch) -> _Clock:
     fake = _Clock()
-    monkeypatch.setattr("mnist_sweep.progress.time.monotonic", fake)
+    monkeypatch.setattr("mnist_sweep.search.progress.time.monotonic", fake)
     return fake
 
 

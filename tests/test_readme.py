@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_sweep.cli import COMMANDS, main
+from mnist_sweep.cli.main import COMMANDS, main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -21,14 +21,15 @@ import pytest
 from conftest import TINY_SWEEP
 from optuna.trial import TrialState
 
-from mnist_sweep.cli import main
-from mnist_sweep.config import parse_sweep
-from mnist_sweep.dashboard import is_loopback, serve
+from mnist_sweep._base.hosts import is_loopback
+from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
-from mnist_sweep.figures import searched_axes
-from mnist_sweep.report import FIGURE_SECTIONS, SECTIONS, write_report
-from mnist_sweep.study import load_study, run_sweep
-from mnist_sweep.tables import trials_frame
+from mnist_sweep.results.dashboard import serve
+from mnist_sweep.results.figures import searched_axes
+from mnist_sweep.results.report import FIGURE_SECTIONS, SECTIONS, write_report
+from mnist_sweep.results.tables import trials_frame
+from mnist_sweep.search.study import load_study, run_sweep
+from mnist_sweep.sweep.config import parse_sweep
 
 PRUNED_CURVE = {1: 0.31, 2: 0.42}
 

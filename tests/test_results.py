@@ -13,14 +13,15 @@ import pytest
 from conftest import TINY_SWEEP
 from PIL import Image
 
-from mnist_sweep.cli import main
-from mnist_sweep.config import SweepConfig, parse_sweep
+from mnist_sweep._base.files import atomic_path
+from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
-from mnist_sweep.export import export_best, fixed_params
-from mnist_sweep.files import atomic_path
-from mnist_sweep.storage import redact
-from mnist_sweep.study import run_sweep
-from mnist_sweep.sweep_files import load_sweep
+from mnist_sweep.results.export import export_best
+from mnist_sweep.search.study import run_sweep
+from mnist_sweep.storage.rdb import redact
+from mnist_sweep.sweep.config import SweepConfig, parse_sweep
+from mnist_sweep.sweep.loader import load_sweep
+from mnist_sweep.sweep.params import fixed_params
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: one real tiny study, one exported config
@@ -190,7 +191,7 @@ DIGITS = range(10)  # the first ten test images: 7 2 1 0 4 1 4 9 5 9
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """The tutorial's model 2-like MLP (2 x 128) trained for 3 epochs on 16,000 images (about 97%)."""
-    from mnist_sweep.retrain import train_final
+    from mnist_sweep.final.retrain import train_final
 
     sweep = SweepConfig.model_validate({
         "name": "predict", "trials": 1,
@@ -205,7 +206,7 @@ def model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def test_digits() -> tuple[np.ndarray, np.ndarray]:
-    from mnist_sweep.data import load_arrays
+    from mnist_sweep.data.dataset import load_arrays
 
     arrays = load_arrays()
     return arrays["x_test"][list(DIGITS)], arrays["y_test"][list(DIGITS)]
@@ -273,7 +274,7 @@ def test_predict_needs_a_keras_model(name: str, message: str, tmp_path: Path, ca
 
 
 def test_preprocess_makes_an_mnist_digit(test_digits) -> None:
-    from mnist_sweep.inference import preprocess
+    from mnist_sweep.data.images import preprocess
 
     x = test_digits[0][3]
     direct = preprocess(Image.fromarray(x))

@@ -21,8 +21,8 @@ from PIL import Image
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, tiny_dataset) -> Path:
-    from mnist_sweep.model import build_model
-    from mnist_sweep.training import fit, fresh_keras
+    from mnist_sweep.model.factory import build_model
+    from mnist_sweep.model.training import fit, fresh_keras
 
     fresh_keras(0)
     model = build_model({"hidden_layers": 1, "units": 64, "epochs": 3, "optimizer": "adam", "dropout": 0.0})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from mnist_sweep.config import parse_sweep
+from mnist_sweep._base.paths import storage_url
 from mnist_sweep.errors import InputError
-from mnist_sweep.paths import storage_url
-from mnist_sweep.samplers import make_pruner, make_sampler
-from mnist_sweep.storage import open_storage, redact
+from mnist_sweep.search.samplers import make_pruner, make_sampler
+from mnist_sweep.storage.rdb import open_storage, redact
+from mnist_sweep.sweep.config import parse_sweep
 
 SPACE = {"hidden_layers": {"low": 0, "high": 2}, "dropout": {"low": 0.0, "high": 0.2, "step": 0.1},
          "optimizer": ["sgd", "adam"], "epochs": 3}
@@ -76,7 +76,7 @@ def test_missing_sqlite_file_is_not_created_for_reading(tmp_path) -> None:
 
 
 def test_studies_command_lists_counts_and_best(tmp_path, capsys) -> None:
-    from mnist_sweep.cli import main
+    from mnist_sweep.cli.main import main
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(study_name="listed", storage=url, direction="maximize")
@@ -89,8 +89,8 @@ def test_studies_command_lists_counts_and_best(tmp_path, capsys) -> None:
 def test_schema_command_writes_the_shipped_schema(tmp_path) -> None:
     import json
 
-    from mnist_sweep.cli import main
-    from mnist_sweep.sweep_files import sweep_json_schema
+    from mnist_sweep.cli.main import main
+    from mnist_sweep.sweep.loader import sweep_json_schema
 
     assert main(["schema", "-o", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == sweep_json_schema()
@@ -129,6 +129,6 @@ def test_a_bug_while_opening_a_storage_is_not_called_bad_input(monkeypatch, tmp_
     def bug(self, *args, **kwargs):
         raise ZeroDivisionError("a bug, not the user's storage")
 
-    monkeypatch.setattr("mnist_sweep.optuna_internals.ClaimingRDBStorage.__init__", bug)
+    monkeypatch.setattr("mnist_sweep.storage._optuna_internals.ClaimingRDBStorage.__init__", bug)
     with pytest.raises(ZeroDivisionError, match="a bug"):
         open_storage(f"sqlite:///{tmp_path / 'x.db'}")

@@ -11,10 +11,10 @@ import optuna
 import pytest
 from conftest import TINY_SWEEP
 
-from mnist_sweep.cli import main
-from mnist_sweep.config import parse_sweep
-from mnist_sweep.study import run_sweep
-from mnist_sweep.sweep_files import load_sweep
+from mnist_sweep.cli.main import main
+from mnist_sweep.search.study import run_sweep
+from mnist_sweep.sweep.config import parse_sweep
+from mnist_sweep.sweep.loader import load_sweep
 
 #: Resident memory a sweep may gain from its 8th to its 24th trial (measured 6 MiB from the 12th to the 36th).
 MEMORY_GROWTH_MIB = 40

@@ -7,7 +7,7 @@ import datetime as dt
 import optuna
 from optuna.trial import TrialState
 
-from mnist_sweep.tradeoffs import best_within, cost_figure, pareto_front, within_budget
+from mnist_sweep.results.tradeoffs import best_within, cost_figure, pareto_front, within_budget
 
 
 def _trial(number: int, value: float | None, n_params: int | None, latency: float | None,

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from mnist_sweep.cli import main
+from mnist_sweep._base.settings import allowed_cpus, format_cpu_list, parse_cpu_list, pin_to_cpus
+from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
-from mnist_sweep.settings import allowed_cpus, format_cpu_list, parse_cpu_list, pin_to_cpus
-from mnist_sweep.workers import cpu_shares
+from mnist_sweep.search.workers import cpu_shares
 
 
 @pytest.mark.parametrize(("jobs", "cpus", "shares"), [
@@ -44,7 +44,7 @@ def test_malformed_core_lists_are_refused(text: str) -> None:
 @pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="pinning needs Linux")
 def test_a_pinned_process_runs_on_its_cores_only() -> None:
     first = allowed_cpus()[0]
-    code = (f"import os; from mnist_sweep.settings import pin_to_cpus; pin_to_cpus([{first}]); "
+    code = (f"import os; from mnist_sweep._base.settings import pin_to_cpus; pin_to_cpus([{first}]); "
             "print(sorted(os.sched_getaffinity(0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"[{first}]"

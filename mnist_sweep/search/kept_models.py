@@ -1,0 +1,194 @@
+"""Trained models kept per trial: the best K of a study, as Optuna artifacts, none retrained to be used.
+
+When a trial finishes COMPLETE among the ``keep.models`` best of its study by validation
+accuracy, the weights of its best validation epoch are saved as a ``.keras`` file (without
+optimizer state: a model to use, not to resume) and uploaded as an Optuna artifact of the trial
+into a file-system artifact store in ``studies/<study>/artifacts/``; optuna-dashboard lists it on
+the trial's page. With ``keep.pareto`` (the default) the models on the Pareto fronts of validation
+accuracy against parameter count and against latency are kept too, so the best model within a
+size or latency budget is at hand. A model that leaves both has its file deleted, so the folder
+holds at most K models plus the fronts (a handful: each front member is smaller or faster than
+every more accurate one). PRUNED, FAILed and interrupted trials keep nothing, and every file is written to
+a temporary name and renamed, so nothing is ever half-written.
+
+Which trials hold a model is the study's user attribute ``kept_models`` (trial number ->
+artifact id, validation accuracy, epoch): finished trials cannot be changed in Optuna, so a
+displaced trial's artifact entry stays on it while its file is gone.
+
+Example:
+    >>> [(k.trial, round(k.value, 4)) for k in kept_models(study)]
+    [(12, 0.9871), (40, 0.9866), (3, 0.9859)]
+    >>> model = load_kept_model(study, 12)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from mnist_sweep._base.files import atomic_path
+from mnist_sweep._base.paths import study_dir
+
+REGISTRY_ATTR = "kept_models"
+DIR_ATTR = "artifact_dir"
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """One kept model: its trial, artifact id, validation accuracy, the epoch its weights are from and
+    its costs (``n_params``, ``latency_ms_batch1``; absent in studies kept before they were recorded)."""
+
+    trial: int
+    artifact_id: str
+    value: float
+    epoch: int
+    n_params: int | None = None
+    latency_ms_batch1: float | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The model's entry in the study's registry."""
+        costs = {k: getattr(self, k) for k in COST_KEYS if getattr(self, k) is not None}
+        return {"artifact_id": self.artifact_id, "value": self.value, "epoch": self.epoch, **costs}
+
+
+COST_KEYS = ("n_params", "latency_ms_batch1")
+
+
+class AtomicArtifactStore(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, writing each artifact to a temporary file first."""
+
+    def __init__(self, base_path: str | Path) -> None:
+        Path(base_path).mkdir(parents=True, exist_ok=True)
+        super().__init__(str(base_path))
+        self.base = Path(base_path)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        with atomic_path(self.base / Path(artifact_id).name) as tmp, open(tmp, "wb") as out:
+            shutil.copyfileobj(content_body, out)
+
+
+class StudiesArtifactStore:
+    """The artifact folders of several studies as one store, for optuna-dashboard, which takes one
+    store per storage: an artifact id (a UUID) is looked up in each folder."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.stores = [AtomicArtifactStore(folder) for folder in folders] or [AtomicArtifactStore("studies/artifacts")]
+
+    def _find(self, artifact_id: str) -> AtomicArtifactStore:
+        for store in self.stores:
+            if (store.base / Path(artifact_id).name).is_file():
+                return store
+        raise ArtifactNotFound(f"no artifact {artifact_id}")
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._find(artifact_id).open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.stores[0].write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self._find(artifact_id).remove(artifact_id)
+
+
+def storage_artifact_store(storage: optuna.storages.BaseStorage) -> StudiesArtifactStore:
+    """One store over the artifact folders of every study in ``storage`` that recorded one."""
+    folders = []
+    for summary in optuna.get_all_study_summaries(storage):
+        recorded = summary.user_attrs.get(DIR_ATTR)
+        if recorded and Path(recorded).is_dir():
+            folders.append(Path(recorded))
+    return StudiesArtifactStore(folders)
+
+
+def artifact_dir(study: optuna.Study) -> Path:
+    """The study's artifact folder: as recorded on the study, else ``studies/<study>/artifacts``."""
+    recorded = study.user_attrs.get(DIR_ATTR)
+    return Path(recorded) if recorded else study_dir(study.study_name) / "artifacts"
+
+
+def kept_models(study: optuna.Study) -> list[KeptModel]:
+    """The study's kept models, best validation accuracy first."""
+    registry = study.user_attrs.get(REGISTRY_ATTR) or {}
+    kept = [KeptModel(int(n), e["artifact_id"], float(e["value"]), int(e["epoch"]),
+                      *(e.get(key) for key in COST_KEYS)) for n, e in registry.items()]
+    return sorted(kept, key=lambda k: (-k.value, k.trial))
+
+
+def retained(models: list[KeptModel], k: int, pareto: bool) -> list[KeptModel]:
+    """The models to keep, best first: the ``k`` most accurate, and with ``pareto`` those on the front of
+    accuracy against each cost (no other is at least as accurate and cheaper). A model left off is
+    beaten on both by one kept, so the fronts of every COMPLETE trial stay kept."""
+    ranked = sorted(models, key=lambda m: (-m.value, m.trial))
+    chosen = {m.trial for m in ranked[:k]}
+    if pareto and k > 0:
+        for cost in COST_KEYS:
+            best = float("-inf")
+            costed = [m for m in ranked if getattr(m, cost) is not None]
+            for m in sorted(costed, key=lambda m: (getattr(m, cost), -m.value, m.trial)):
+                if m.value > best:
+                    chosen.add(m.trial)
+                    best = m.value
+    return [m for m in ranked if m.trial in chosen]
+
+
+def keep_model(trial: optuna.Trial, model: Any, weights: list[Any], epoch: int, value: float, k: int,
+               costs: dict[str, Any] | None = None, pareto: bool = False) -> str | None:
+    """Keep ``model`` with ``weights`` for ``trial`` if it ranks among the study's best ``k`` (or, with
+    ``pareto``, on a front of accuracy against its ``costs``: ``n_params``, ``latency_ms_batch1``);
+    returns the artifact id, or None when it is not kept. Models no longer retained are deleted."""
+    study = trial.study
+    kept = kept_models(study)
+    costs = {key: (costs or {}).get(key) for key in COST_KEYS}
+    candidate = KeptModel(trial.number, "", value, epoch, **costs)
+    if k <= 0 or candidate not in retained([*kept, candidate], k, pareto):
+        return None
+    folder = artifact_dir(study)
+    store = AtomicArtifactStore(folder)
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
+        path = Path(tmp) / f"trial-{trial.number}.keras"
+        _without_optimizer(model, weights).save(path)
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr("kept_model", {"artifact_id": artifact_id, "epoch": epoch})
+    everyone = [*kept, KeptModel(trial.number, artifact_id, value, epoch, **costs)]
+    keep = retained(everyone, k, pareto)
+    for dropped in (m for m in everyone if m not in keep):
+        try:
+            store.remove(dropped.artifact_id)
+        except ArtifactNotFound:  # another worker removed it first
+            pass
+    registry = {str(m.trial): m.entry() for m in keep}
+    study.set_user_attr(REGISTRY_ATTR, registry)
+    if DIR_ATTR not in study.user_attrs:
+        study.set_user_attr(DIR_ATTR, str(folder.resolve()))
+    return artifact_id
+
+
+def load_kept_model(study: optuna.Study, trial_number: int) -> Any:
+    """The kept model of trial ``trial_number``, loaded like any saved model.
+
+    Raises:
+        KeyError: that trial has no kept model.
+    """
+    from mnist_sweep.model.saving import load_model
+
+    entry = {m.trial: m for m in kept_models(study)}[trial_number]
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
+        path = Path(tmp) / f"trial-{trial_number}.keras"
+        download_artifact(artifact_store=AtomicArtifactStore(artifact_dir(study)), file_path=str(path),
+                          artifact_id=entry.artifact_id)
+        return load_model(path)
+
+
+def _without_optimizer(model: Any, weights: list[Any]) -> Any:
+    """A copy of ``model``'s network with ``weights``, uncompiled: its file holds no optimizer state
+    (half or less of the size) and loads anywhere ``predict`` runs."""
+    copy = type(model).from_config(model.get_config())  # clone_model would compile it again
+    copy.set_weights(weights)
+    return copy

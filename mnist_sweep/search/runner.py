@@ -1,0 +1,208 @@
+"""``run``: a whole sweep as one call, the same path for ``python -m mnist_sweep run`` and a notebook.
+
+:func:`run` does everything a sweep needs around the sweep loop
+(:func:`mnist_sweep.search.study.run_sweep`): it prepares the process (the fast Keras backend where
+installed, JAX's compilation cache, thread pools, log levels), loads the data once, records the
+study's provenance, shows progress (a line per trial, live epochs), stops cleanly on Ctrl-C or
+SIGTERM (the running trial failed, nothing left RUNNING) and, with ``jobs > 1``, runs that many
+worker processes on the study. The CLI's ``run`` and ``worker`` commands call it and print.
+
+Example:
+    >>> import mnist_sweep as ms
+    >>> study = ms.run(ms.load_sweep("quick"), storage="sqlite:///studies/mnist_sweep.db")
+    >>> study.best_value
+    0.9432
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+
+from mnist_sweep._base.paths import storage_url
+from mnist_sweep._base.settings import (
+    format_cpu_list,
+    freeze_long_lived_objects,
+    limit_threads,
+    pin_to_cpus,
+    prepare_process,
+)
+from mnist_sweep._base.signals import StopSignals
+from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, SweepInterrupted
+from mnist_sweep.sweep.config import SweepConfig
+
+
+def run(
+    sweep: SweepConfig | str | Path,
+    storage: str | None = None,
+    study_name: str | None = None,
+    *,
+    jobs: int = 1,
+    new_study: bool = False,
+    progress: str = "auto",
+    worker_id: int = 0,
+    threads: int | None = None,
+    cpus: Sequence[int] | None = None,
+    out: TextIO | None = None,
+) -> optuna.Study:
+    """Run (or resume) a sweep until its study holds ``sweep.trials`` COMPLETE + PRUNED trials.
+
+    Args:
+        sweep: a :class:`~mnist_sweep.sweep.config.SweepConfig` (from :func:`~mnist_sweep.load_sweep`,
+            :func:`~mnist_sweep.sweep_from_dict`, :func:`~mnist_sweep.with_overrides`), or a
+            sweep name or path.
+        storage: an Optuna RDB URL; default ``$MNIST_SWEEP_STORAGE``, else
+            ``sqlite:///studies/mnist_sweep.db``.
+        study_name: default: the sweep's name. An existing study of that name is resumed.
+        jobs: worker processes on this machine, each pinned to its share of the cores.
+        new_study: start a new study named ``<name>-<timestamp>`` instead of resuming.
+        progress: ``auto``, ``terminal``, ``notebook``, ``plain`` or ``off`` (the live epochs;
+            see :mod:`mnist_sweep.search.progress`); ``off`` prints nothing at all.
+        worker_id: offsets the sampler seed (workers sharing a study propose different configs).
+        threads, cpus: limit this process's thread pools, pin it to these cores (workers).
+        out: where progress goes (default standard output).
+
+    Returns:
+        The study, as it stands when the target is reached or the sweep's timeout passed.
+
+    Raises:
+        InputError: bad input (the sweep, its data, the storage); nothing was written.
+        SweepInterrupted: Ctrl-C or SIGTERM; the running trial was failed and the study is on
+            the exception (``err.study``); running the same sweep again resumes.
+        SweepFailed: trials kept failing (crashed), with the first one's traceback, or the run
+            ended with no finished trial.
+        StorageUnavailable: the storage stopped answering for longer than ``sweep.storage_retry``
+            (or its disk is full) while the sweep ran; the same call resumes once it is back.
+    """
+    from mnist_sweep.sweep.loader import load_sweep
+
+    sweep = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep)
+    if cpus:
+        pin_to_cpus(cpus)  # both before Keras (and its runtime) is imported
+    threads = threads or (len(cpus) if cpus else None)
+    if threads:
+        limit_threads(threads)
+    backend = prepare_process(sweep.training.backend, threads)
+
+    from mnist_sweep._base.provenance import collect
+    from mnist_sweep.data.dataset import load_dataset
+    from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
+    from mnist_sweep.search.study import run_sweep
+    from mnist_sweep.storage.rdb import redact
+
+    url = storage_url(storage)
+    name = study_name or sweep.name
+    if new_study:
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset = load_dataset(sweep.data)
+    provenance = collect(dataset, backend)
+    shown = progress != "off"
+    say = _printer(out, shown)
+    header = (f"sweep {sweep.name}: study '{name}' in {redact(url)}, target {sweep.trials} trials; "
+              f"data {dataset.describe()}; backend {backend}")
+    for note in dataset.notes:  # what was done to the user's images, said once
+        header += f"\n  data: {note}"
+    start = time.monotonic()
+    with StopSignals.installed() as stop:
+        if jobs > 1:
+            study = _run_jobs(sweep, url, name, jobs, provenance, header, say)
+        else:
+            say(header)
+            freeze_long_lived_objects()
+            epochs = EpochProgress(progress, out=out)
+            running: dict[str, Any] = {}
+
+            def started(trial: optuna.Trial) -> None:
+                running["trial"] = trial
+                epochs.start(trial)
+
+            try:
+                study = run_sweep(
+                    sweep, url, study_name=name, dataset=dataset, worker=worker_id, provenance=provenance,
+                    on_trial=TrialLines(sweep.trials, out=out, before=epochs.clear) if shown else None,
+                    on_start=started, on_epoch=epochs.update, should_stop=stop.received)
+                if stop.received():
+                    raise stop.exception()
+            except KeyboardInterrupt as err:
+                raise _interrupted(running.get("trial"), err, stop, name, url) from None
+            finally:
+                epochs.clear()
+    if shown:
+        print_summary(study, time.monotonic() - start, out)
+    return study
+
+
+def _printer(out: TextIO | None, enabled: bool) -> Any:
+    def say(line: str) -> None:
+        if enabled:
+            print(line, file=out or sys.stdout, flush=True)
+
+    return say
+
+
+def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopSignals, name: str,
+                 url: str) -> SweepInterrupted:
+    """Make sure the running trial is failed (Optuna does it, unless the signal came mid-I/O)."""
+    import signal
+
+    from mnist_sweep.storage._optuna_internals import fail_if_running
+    from mnist_sweep.storage.rdb import redact
+
+    study = None
+    if trial is not None:
+        study = trial.study
+        try:
+            fail_if_running(trial, f"interrupted ({type(err).__name__})")
+        except Exception as cleanup_err:  # noqa: BLE001 - best effort on the way out, and said so
+            print(f"warning: could not mark trial {trial.number} failed: {cleanup_err}", file=sys.stderr)
+    signum = signal.SIGTERM if stop.terminated(err) else signal.SIGINT
+    return SweepInterrupted(f"interrupted: study '{name}' in {redact(url)}; run the same sweep again to resume",
+                            study=study, signal=signum)
+
+
+def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: dict[str, Any], header: str,
+              say: Any) -> optuna.Study:
+    """Create the study once, then run ``jobs`` worker processes on it and wait for them."""
+    from mnist_sweep.search.study import DONE_STATES, open_study
+    from mnist_sweep.search.workers import cpu_shares, run_workers, thread_share, worker_argv
+    from mnist_sweep.storage.rdb import open_storage
+
+    rdb = open_storage(url, retry_seconds=sweep.storage_retry.seconds)
+    study = open_study(sweep, rdb, name, provenance=provenance)  # enqueues the sweep's trials once
+    shares = cpu_shares(jobs)
+    if shares:  # each worker on its own cores, with as many threads
+        plan = [(len(share), share) for share in shares]
+        split = f"on cores {' | '.join(format_cpu_list(share) for share in shares)}"
+    else:
+        plan = [(thread_share(jobs), None)] * jobs
+        split = f"x {plan[0][0]} thread(s), sharing every core"
+    say(f"{header}; {jobs} workers {split}")
+    with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as tmp:
+        sweep_file = Path(tmp) / f"{sweep.name}.json"
+        sweep_file.write_text(json.dumps(sweep.model_dump(mode="json")), encoding="utf-8")
+        argvs = [worker_argv(str(sweep_file), name, threads, i, cpus=cpus) for i, (threads, cpus) in enumerate(plan)]
+        result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": url})
+    if result.signal is not None:
+        raise SweepInterrupted(f"interrupted: study '{name}'; run the same sweep again to resume",
+                               study=study, signal=result.signal)
+    done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
+    bad = [(i, code) for i, code in enumerate(result.codes, start=1) if code != 0]
+    for i, code in bad:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        print(f"warning: worker {i} {how}", file=sys.stderr, flush=True)
+    if bad and done < sweep.trials:
+        message = f"study '{name}': target not reached ({done}/{sweep.trials}): workers failed"
+        if all(code == InputError.exit_code for _, code in bad):
+            raise InputError(message + " on bad input (see their lines above)")
+        if all(code == StorageUnavailable.exit_code for _, code in bad):
+            raise StorageUnavailable(message + ": the storage is unavailable (see their lines above); the same "
+                                     "command resumes")
+        raise SweepFailed(message + " (see their lines above)")
+    return study
