@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import plotly.graph_objects as go
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 
 import mnist_sweep as ms
 from mnist_sweep._base.paths import safe_name

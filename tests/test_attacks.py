@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP, free_port
 
 from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
@@ -390,11 +390,6 @@ def test_an_image_folder_with_a_huge_image_names_it(tmp_path: Path) -> None:
     assert "40 megapixels" in err.value.problems[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _request(port: int, method: str, path: str, host: str | None = None,
              body: bytes | None = None) -> tuple[int, bytes]:
@@ -438,7 +433,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_serve_answers_413_for_a_huge_image_and_403_for_a_foreign_host(saved_model: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(["serve", str(saved_model)], port, "/info")
     try:
         status, body = _request(port, "POST", "/predict", body=_png_header(13000, 13000))
@@ -454,7 +449,7 @@ def test_serve_answers_413_for_a_huge_image_and_403_for_a_foreign_host(saved_mod
 
 
 def test_the_dashboard_refuses_a_foreign_host_header(tiny_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(["dashboard", "--storage", tiny_url], port, "/api/studies")
     try:
         for host in ("rebind.attacker.example", f"rebind.attacker.example:{port}", "127.0.0.1:1", ""):

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP, free_port
 from optuna.trial import TrialState
 
 from mnist_sweep._base.hosts import is_loopback
@@ -191,11 +191,6 @@ def test_missing_study_or_storage_exits_2_and_lists_studies(study_url: str, tmp_
 # Dashboard
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -203,7 +198,7 @@ def _get_json(url: str) -> dict:
 
 
 def test_dashboard_serves_the_study_and_stops_on_ctrl_c(study_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", "dashboard", "--storage", study_url,
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

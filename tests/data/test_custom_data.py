@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 from PIL import Image
 
 import mnist_sweep as ms

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 from PIL import Image
 
 from mnist_sweep._base.files import atomic_path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 
 from mnist_sweep.cli.main import main
 from mnist_sweep.search.study import run_sweep

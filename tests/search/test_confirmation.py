@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 
 import mnist_sweep as ms
 from mnist_sweep.cli.main import main

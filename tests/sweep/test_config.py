@@ -12,7 +12,7 @@ from mnist_sweep.errors import InputError
 from mnist_sweep.sweep.config import parse_sweep, with_overrides
 from mnist_sweep.sweep.loader import load_sweep, resolve_sweep, sweep_json_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _errors(tmp_path: Path, text: str) -> str:

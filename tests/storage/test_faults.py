@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import scratch_database
+from helpers import scratch_database
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from mnist_sweep._base.settings import format_cpu_list
@@ -26,7 +26,7 @@ from mnist_sweep.cli.main import main
 from mnist_sweep.search.workers import cpu_shares
 from mnist_sweep.storage.rdb import open_storage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 #: Trials of a few seconds each, long enough to be caught in the middle.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import optuna
 import pytest
 import sqlalchemy
 import sqlalchemy.exc
-from conftest import scratch_database
+from helpers import free_port, scratch_database
 
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage.rdb import open_storage
@@ -46,17 +45,12 @@ def _pg_bin() -> Path:
     return versions[-1] / "bin"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class PrivatePostgres:
     """A PostgreSQL cluster of this test's own: start, stop, restart."""
 
     def __init__(self, folder: Path) -> None:
-        self.bin, self.data, self.port = _pg_bin(), folder / "pg", _free_port()
+        self.bin, self.data, self.port = _pg_bin(), folder / "pg", free_port()
         self.data.mkdir()
         shutil.chown(self.data, "postgres")
         self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"])
@@ -128,7 +122,7 @@ def _enqueue(n: int, units: int = 16, epochs: int = 1) -> list[dict]:
 # --- what a storage error means --------------------------------------------------------------
 
 def test_what_a_storage_error_means() -> None:
-    engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/x")
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
     with pytest.raises(sqlalchemy.exc.OperationalError) as refused:
         engine.connect()
     assert classify(refused.value) == TRANSIENT
@@ -340,7 +334,7 @@ def test_an_unreachable_database_at_the_start_is_one_line_exit_2_without_a_wait(
     from mnist_sweep.cli.main import main
 
     started = time.monotonic()
-    url = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/x?password=S3cretQS"
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x?password=S3cretQS"
     code = main(["run", str(write_sweep(storage_retry={"seconds": 600})), "--storage", url])
     err = capsys.readouterr().err
     assert code == InputError.exit_code and time.monotonic() - started < 30

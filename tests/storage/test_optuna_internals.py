@@ -15,7 +15,7 @@ from mnist_sweep.storage._optuna_internals import CHECKED_OPTUNA, running_withou
 from mnist_sweep.storage.rdb import open_storage, reap_dead_trials
 from mnist_sweep.sweep.config import HeartbeatConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP, free_port
 from optuna.artifacts import get_all_artifact_meta
 
 import mnist_sweep as ms
@@ -89,7 +89,7 @@ def test_the_dashboard_serves_kept_models(kept_study: optuna.Study) -> None:
     from mnist_sweep.storage._optuna_internals import storage_url_of, study_id, trial_id
 
     url = storage_url_of(kept_study)
-    port = _free_port()
+    port = free_port()
     threading.Thread(target=serve, args=(url,), kwargs={"port": port, "out": open("/dev/null", "w")},
                      daemon=True).start()
     kept = kept_models(kept_study)[0]
@@ -99,13 +99,6 @@ def test_the_dashboard_serves_kept_models(kept_study: optuna.Study) -> None:
     assert body[:2] == b"PK"  # a .keras file is a zip archive
     assert json.loads(_get(f"http://127.0.0.1:{port}/api/studies/{sid}?after=0"))["trials"]
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(address: str) -> bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY_SWEEP
+from helpers import TINY_SWEEP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
