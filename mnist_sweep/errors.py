@@ -6,9 +6,20 @@ under a running sweep (unreachable for longer than ``storage_retry.seconds``, or
 raises :class:`StorageUnavailable`: exit 75 (``EX_TEMPFAIL``), the study intact, and the same
 command resumes once the database or the disk is back. Anything else is a bug or a per-trial
 failure and is handled where it happens.
+
+Every exit code the command line returns is here: 0 when it is done, each exception's
+``exit_code`` otherwise, and 128 + the signal's number when a stop signal ended it
+(:data:`EXIT_INTERRUPTED`, :data:`EXIT_TERMINATED`), as a shell reports a process a signal stopped.
 """
 
 from __future__ import annotations
+
+import signal as _signal
+
+#: The exit code after Ctrl-C (SIGINT): 130.
+EXIT_INTERRUPTED = 128 + _signal.SIGINT
+#: The exit code after SIGTERM (``docker stop``, Kubernetes): 143.
+EXIT_TERMINATED = 128 + _signal.SIGTERM
 
 
 class InputError(Exception):
@@ -54,6 +65,11 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.study = study
         self.signal = signal
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_TERMINATED` after SIGTERM, else :data:`EXIT_INTERRUPTED`."""
+        return EXIT_TERMINATED if self.signal == _signal.SIGTERM else EXIT_INTERRUPTED
 
 
 class StorageUnavailable(RuntimeError):

@@ -33,9 +33,20 @@ def test_importing_the_package_loads_no_keras() -> None:
     assert out.strip() == "False"
 
 
-def test_every_public_name_resolves() -> None:
-    for name in ms.__all__:
-        assert getattr(ms, name) is not None, name
+def test_every_public_name_is_defined_where_the_api_says() -> None:
+    import importlib
+
+    groups = {p.parent.name for p in Path(ms.__file__).parent.glob("*/__init__.py")}
+    assert set(ms.__all__) == {"__version__", *ms._API}
+    for name, module_name in ms._API.items():
+        parts = module_name.split(".")
+        # a module of a subpackage (mnist_sweep.search.study), or the package's errors
+        assert module_name == "mnist_sweep.errors" or (len(parts) == 3 and parts[1] in groups), name
+        module = importlib.import_module(module_name)
+        value = getattr(ms, name)
+        assert value is getattr(module, name), name  # the object the module defines under that name
+        if callable(value) and hasattr(value, "__module__"):
+            assert value.__module__ == module_name, (name, value.__module__)  # defined there, not re-exported
     assert "run" in dir(ms)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         ms.nope  # noqa: B018
@@ -72,6 +83,7 @@ def test_run_to_prediction_in_a_few_calls(sqlite_url: str, tmp_path: Path, tiny_
     config = ms.best_config(study)
     assert config["source"]["trial"] == study.best_trial.number and config["source"]["provenance"]
     final = ms.train_final(config, output_dir=tmp_path / "final")
+    assert isinstance(final, ms.FinalModel) and final.members == [] and final.curves_path.is_file()
     assert final.model_path == tmp_path / "final" / "model.keras" and final.metrics_path.is_file()
     assert final.metrics["test_accuracy"] == final.test_accuracy > 0.5
     predictions = ms.predict(final.model, tiny_dataset.x_test[:50].reshape(-1, 28, 28))

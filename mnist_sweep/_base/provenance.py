@@ -5,6 +5,13 @@ Recorded on every study as it is created (user attribute ``provenance``), in eve
 library versions, the Keras backend, the data source with the sha256 of the arrays actually
 used, the code's version (and git commit where the package runs from a checkout), the machine.
 
+The data are identified by content: for each split (train, validation, test) the sha256 of its
+images and labels, its image count and its per-class counts (``data.splits``). Resuming a study,
+``final`` and ``train`` compare the data they load with what the study recorded
+(:func:`check_same_data`) and refuse changed data with one line naming what changed, before
+anything is written: a kept model must never be tested on images it trained on. Studies recorded
+before the splits were (no ``data.splits``) are not checked.
+
 Example:
     >>> info = collect(dataset, backend="jax")
     >>> sorted(info)
@@ -19,10 +26,13 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mnist_sweep.errors import InputError
 
 _VERSIONED = ("keras", "jax", "jaxlib", "tensorflow", "optuna", "numpy", "pandas", "plotly")
 
@@ -47,8 +57,13 @@ def arrays_sha256(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+#: The splits a dataset's identity records, with the attribute suffix of their arrays.
+_SPLITS = (("train", "train"), ("validation", "val"), ("test", "test"))
+
+
 def data_info(dataset: Any) -> dict[str, Any]:
-    """The data source, split sizes and the sha256 of the arrays a sweep or model used."""
+    """The data source, split sizes and the sha256 of the arrays a sweep or model used, and each
+    split's identity (:func:`split_identity`) under ``splits``."""
     return {
         "source": dataset.source,
         "train_images": len(dataset.x_train),
@@ -56,7 +71,75 @@ def data_info(dataset: Any) -> dict[str, Any]:
         "test_images": len(dataset.x_test),
         "sha256": arrays_sha256(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val,
                                 dataset.x_test, dataset.y_test),
+        "splits": split_identity(dataset),
     }
+
+
+def split_identity(dataset: Any) -> dict[str, dict[str, Any]]:
+    """Each split's content: ``{"train": {"images": n, "classes": {name: count}, "sha256": ...},
+    "validation": ..., "test": ...}`` (the sha256 over the split's images and labels)."""
+    names = [str(n) for n in dataset.class_names]
+    splits = {}
+    for split, suffix in _SPLITS:
+        x, y = getattr(dataset, f"x_{suffix}"), getattr(dataset, f"y_{suffix}")
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(names)) if len(y) else [0] * len(names)
+        splits[split] = {"images": int(len(y)), "classes": {n: int(c) for n, c in zip(names, counts, strict=False)},
+                         "sha256": arrays_sha256(x, y)}
+    return splits
+
+
+def data_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What differs between two :func:`split_identity` records, one phrase per changed split, e.g.
+    ``"train images 1040 -> 1041, class 'topbar' 260 -> 261"``; empty when the content is the same."""
+    changes = []
+    for split, _ in _SPLITS:
+        old, new = recorded.get(split), current.get(split)
+        if not old or not new or old.get("sha256") == new.get("sha256"):
+            continue
+        old_classes, new_classes = old.get("classes", {}), new.get("classes", {})
+        classes = [f"class '{name}' {old_classes.get(name, 0)} -> {new_classes.get(name, 0)}"
+                   for name in dict.fromkeys([*old_classes, *new_classes])
+                   if old_classes.get(name, 0) != new_classes.get(name, 0)]
+        if len(classes) > 3:
+            classes = [*classes[:3], f"{len(classes) - 3} more classes"]
+        if old.get("images") != new.get("images"):
+            changes.append(", ".join([f"{split} images {old.get('images')} -> {new.get('images')}", *classes]))
+        elif classes:
+            changes.append(f"{split} " + ", ".join(classes))
+        else:
+            changes.append(f"other {split} images (the same counts)")
+    return changes
+
+
+def check_same_data(recorded: Mapping[str, Any] | None, current: Any, study: str, consequence: str) -> None:
+    """Refuse data that changed since ``study`` recorded them.
+
+    Args:
+        recorded: the study's provenance (or its ``data`` part); without ``data.splits`` (a study
+            made before they were recorded, or none) nothing is checked.
+        current: the data loaded now: a :class:`~mnist_sweep.data.dataset.Dataset`, or a provenance
+            (or its ``data`` part) collected from it.
+        study: the study's name, for the message.
+        consequence: the end of the message: what the change would spoil, and what to do.
+
+    Raises:
+        InputError: one line, e.g. ``data changed since study 'shapes' was made: train images
+            1040 -> 1041, class 'topbar' 260 -> 261; ...``.
+    """
+    old = _splits_of(recorded)
+    if not old:
+        return
+    new = _splits_of(current) if isinstance(current, Mapping) else split_identity(current)
+    changes = data_changes(old, new or {})
+    if changes:
+        raise InputError(f"data changed since study '{study}' was made: {'; '.join(changes)}; {consequence}")
+
+
+def _splits_of(record: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if not isinstance(record, Mapping):
+        return None
+    data = record.get("data", record)
+    return data.get("splits") if isinstance(data, Mapping) else None
 
 
 @functools.cache

@@ -107,7 +107,7 @@ def prepare_process(backend: str = "auto", threads: int | None = None) -> str:
 def freeze_long_lived_objects() -> None:
     """Move what lives for the whole run (modules, the dataset) out of the garbage collector's
     sight: each trial's ``gc.collect`` (Keras's ``clear_session``) then scans only the last
-    model's objects (faster trials: see the README's Performance section)."""
+    model's objects (faster trials: see docs/performance.md)."""
     import keras  # noqa: F401 - it imports its backend (JAX or TensorFlow): long-lived too
 
     gc.collect()

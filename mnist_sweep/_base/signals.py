@@ -9,7 +9,7 @@ where it lands (a finalizer, a library's ``except BaseException``), so the sweep
 
 Example:
     >>> with StopSignals.installed() as stop:
-    ...     run_sweep(sweep, url, should_stop=stop.received)
+    ...     run_sweep(sweep, url, options=LoopOptions(should_stop=stop.received))
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The performance bench: epoch time against the tutorial and the FLOP bound, pruning, workers,
-the storage's cost per trial. Every figure is measured when it runs; nothing is written outside
-a temporary folder.
+the storage's cost per trial. Every figure is measured when it runs; each part writes in a
+temporary folder of its own, removed when it ends (nothing in the caller's folder or ``studies/``),
+except the pruning part's compiled functions, cached where a sweep's are (JAX's compilation cache).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ functions never leak between measurements.
   steady drift within a pair cancels between the two orders.
 
 The figure is the fastest epoch after the first (the first one includes tracing/compiling).
+The probe writes nothing; the bench starts it in a scratch folder all the same.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ import json
 import time
 from typing import Any
 
+from mnist_sweep._base.settings import use_backend
+from mnist_sweep.data.dataset import load_arrays, load_dataset
+from mnist_sweep.model.factory import TUTORIAL_MODELS, build_model
+from mnist_sweep.model.training import fit, fresh_keras
+from mnist_sweep.sweep.config import DataConfig, TrainingConfig
+
 
 def _tutorial(batch_size: int, epochs: int) -> list[float]:
-    import keras
-
-    from mnist_sweep.data.dataset import load_arrays
+    import keras  # only after main() chose the backend (use_backend), which Keras reads when imported
 
     arrays = load_arrays("bundled")
     x = arrays["x_train"].reshape(60000, 784).astype("float32") / 255
@@ -60,8 +65,6 @@ AUGMENTATION = {"augment_shift": 2.0, "augment_rotation": 10.0, "augment_scale":
 
 
 def _augmentation(batch_size: int, epochs: int) -> dict[str, list[float]]:
-    from mnist_sweep.model.training import fit, fresh_keras
-
     ds = _split()
     fresh_keras(seed=0)
     plain, augmented = _ours_model(batch_size), _ours_model(batch_size, AUGMENTATION)
@@ -82,24 +85,16 @@ def pair_ratios(seconds: dict[str, list[float]]) -> list[float]:
 
 def _split() -> Any:
     """The tutorial's split of the 60,000 training images: 48,000 to train on, 12,000 to validate."""
-    from mnist_sweep.data.dataset import load_dataset
-    from mnist_sweep.sweep.config import DataConfig
-
     return load_dataset(DataConfig(validation_size=12000))
 
 
 def _ours_model(batch_size: int, extra: dict[str, float] | None = None) -> Any:
     """The tutorial's model 4 from :func:`build_model`, with ``extra`` params (augmentation) if given."""
-    from mnist_sweep.model.factory import TUTORIAL_MODELS, build_model
-    from mnist_sweep.sweep.config import TrainingConfig
-
     params = {**TUTORIAL_MODELS[3], **(extra or {}), "batch_size": batch_size}
     return build_model(params, steps_per_execution=TrainingConfig().steps_per_execution)
 
 
 def _ours(batch_size: int, epochs: int) -> list[float]:
-    from mnist_sweep.model.training import fit, fresh_keras
-
     ds = _split()
     fresh_keras(seed=0)
     model = _ours_model(batch_size)
@@ -113,8 +108,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    from mnist_sweep._base.settings import use_backend
-
     backend = use_backend(args.backend)
     if args.path == "augmentation":
         pairs = _augmentation(args.batch_size, args.epochs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 import time
 import traceback
@@ -106,9 +107,12 @@ def _objective(trial: optuna.Trial, worker: int, report_every: int = 1) -> float
 
 
 def run_worker(target: str | tuple[str, int], study_name: str, index: int, n_trials: int, heartbeat: bool,
-            sampler: str, report_every: int, barrier: Any, results: Any) -> None:
-    """One worker process: get ready, wait for the others, run ``n_trials`` trials, send the figures."""
+               sampler: str, report_every: int, barrier: Any, results: Any, workdir: str | None = None) -> None:
+    """One worker process: get ready, wait for the others, run ``n_trials`` trials, send the figures.
+    It works in ``workdir`` (the bench's scratch folder) when given, never in its parent's folder."""
     try:
+        if workdir is not None:
+            os.chdir(workdir)  # this spawned process's own working directory, not the bench's
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if isinstance(target, tuple):

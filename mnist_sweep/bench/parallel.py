@@ -12,22 +12,24 @@ Example:
 
 from __future__ import annotations
 
-import os
+import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
+import yaml
+
+from mnist_sweep.bench._scratch import child_env, scratch_dir
+from mnist_sweep.sweep.loader import load_sweep, packaged_dir
 
 
 def shipped_sweep(name: str) -> str:
     """The path of a sweep shipped in the package: the bench measures those, not ./sweeps/ copies."""
-    from mnist_sweep.sweep.loader import packaged_dir
-
     return str(packaged_dir() / f"{name}.yaml")
 
 
@@ -38,8 +40,6 @@ def log(message: str) -> None:
 
 def _parallel_sweep(path: Path, n_trials: int) -> None:
     """The quick sweep's space with ``n_trials`` fixed configs enqueued, so 1 and 2 workers run the same work."""
-    from mnist_sweep.sweep.loader import load_sweep
-
     quick = load_sweep(shipped_sweep("quick"))
     rng = np.random.default_rng(0)
     configs = [{
@@ -50,14 +50,10 @@ def _parallel_sweep(path: Path, n_trials: int) -> None:
     } for _ in range(n_trials)]
     raw = quick.model_dump(mode="json", exclude={"source"})
     raw.update(name="parallel", trials=n_trials, enqueue=configs, pruner={"name": "none"})
-    import yaml
-
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
-    import optuna
-
     study = optuna.load_study(study_name=name, storage=storage)
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
@@ -66,17 +62,20 @@ def _trials_per_hour(storage: str, name: str) -> tuple[float, float]:
 
 
 def bench_parallel(n_trials: int = 96) -> dict[str, Any]:
-    """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead."""
+    """Trials/hour of 1 and 2 workers on the same enqueued configs, and per-trial overhead.
+
+    Both runs start in a scratch folder (their storage, kept models and compilation caches), removed after.
+    """
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir() as tmp:
         sweep = Path(tmp) / "parallel.yaml"
         _parallel_sweep(sweep, n_trials)
         for jobs in (1, 2):
             storage = f"sqlite:///{tmp}/jobs{jobs}.db"
             cmd = [sys.executable, "-m", "mnist_sweep", "run", str(sweep), "--storage", storage, "--jobs", str(jobs)]
-            env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{tmp}/xla-{jobs}"}  # both arms start cold
+            env = child_env(tmp, JAX_COMPILATION_CACHE_DIR=f"{tmp}/xla-{jobs}")  # both arms start cold
             cpu_before, wall_before = _children_cpu_seconds(), time.monotonic()
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tmp)
             cores = (_children_cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
             if proc.returncode != 0:
                 raise RuntimeError(f"run --jobs {jobs} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -94,7 +93,5 @@ def bench_parallel(n_trials: int = 96) -> dict[str, Any]:
 
 def _children_cpu_seconds() -> float:
     """User + system CPU seconds of this process's finished children (and theirs)."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

@@ -34,6 +34,7 @@ import optuna
 import psycopg
 from sqlalchemy.engine import make_url
 
+from mnist_sweep.bench._scratch import scratch_dir
 from mnist_sweep.bench._storage_worker import EPOCH_SLEEP_S, EPOCHS, READY_TIMEOUT_S, run_worker
 from mnist_sweep.storage.proxy import running_storage_proxy
 from mnist_sweep.storage.rdb import open_storage
@@ -117,7 +118,7 @@ def run_arm(url: str, workers: int, trials_per_worker: int, label: str = "direct
             proxy: tuple[str, int] | None = None, sampler: str = "random", report_every: int = 1) -> ArmResult:
     """Create a new study in ``url``, run ``workers`` processes of ``trials_per_worker`` trials on it
     (through the proxy at ``proxy`` = (host, port) if given; reporting every ``report_every``
-    epochs) and measure them.
+    epochs) and measure them. The workers run in a scratch folder, removed after; the study is in ``url``.
 
     Raises:
         RuntimeError: a worker failed (its traceback is in the message) or the study does not
@@ -127,15 +128,17 @@ def run_arm(url: str, workers: int, trials_per_worker: int, label: str = "direct
     optuna.create_study(storage=open_storage(url), study_name=name, direction="maximize")
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(workers + 1), ctx.Queue()  # the workers and this process
-    procs = [ctx.Process(target=run_worker, args=(proxy or url, name, i, trials_per_worker, heartbeat, sampler,
-                                               report_every, barrier, results), daemon=True) for i in range(workers)]
-    for proc in procs:
-        proc.start()
-    try:
-        barrier.wait(timeout=READY_TIMEOUT_S)
-    except threading.BrokenBarrierError:
-        pass  # a worker failed: its reply says why
-    before, replies, after = _cpu_ticks(), _collect(procs, results), _cpu_ticks()
+    with scratch_dir() as tmp:
+        procs = [ctx.Process(target=run_worker, args=(proxy or url, name, i, trials_per_worker, heartbeat, sampler,
+                                                   report_every, barrier, results, tmp), daemon=True)
+                 for i in range(workers)]
+        for proc in procs:
+            proc.start()
+        try:
+            barrier.wait(timeout=READY_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # a worker failed: its reply says why
+        before, replies, after = _cpu_ticks(), _collect(procs, results), _cpu_ticks()
     errors = [r[4] for r in replies if r[0] == "error"]
     if errors:
         raise RuntimeError(f"{len(errors)} of {workers} workers failed; the first:\n{errors[0]}")

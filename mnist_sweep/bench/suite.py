@@ -16,6 +16,9 @@ Five measurements, each in fresh processes or fresh studies, all in one run:
 5. **Anytime quality**: ``sweeps/default.yaml`` run for 15 minutes; when it first reaches 0.980
    validation accuracy and its best validation accuracy at 15 minutes.
 
+Each part writes in a temporary folder of its own (:mod:`mnist_sweep.bench._scratch`), removed when
+it ends: nothing lands in the caller's working directory or its ``studies/``.
+
 Example:
     $ python -m mnist_sweep bench --json > bench.json
 """
@@ -23,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -30,15 +34,24 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import optuna
+
+from mnist_sweep._base.settings import resolve_backend, use_backend
+from mnist_sweep.bench._scratch import child_env, keep_models_in, scratch_dir
 from mnist_sweep.bench.flops import flop_bound_epoch_s, peak_sgemm_gflops, sgemm_gflops
 from mnist_sweep.bench.parallel import bench_parallel, log, shipped_sweep
+from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.model.factory import TUTORIAL_MODELS
 from mnist_sweep.results.anytime import Crossing, best_so_far, first_crossing, first_reach
+from mnist_sweep.search.objective import Objective
+from mnist_sweep.search.study import make_pruner, make_sampler
+from mnist_sweep.sweep.config import parse_sweep
+from mnist_sweep.sweep.loader import load_sweep
 
 #: The bench's parts, as ``--only`` names them.
 PARTS = ("throughput", "parallel", "pruning", "anytime")
@@ -58,12 +71,13 @@ TARGETS: list[tuple[str, str, float]] = [
 
 def _probe(path: str, backend: str, batch_size: int, epochs: int) -> dict[str, Any]:
     """One ``_epoch_probe`` run in a fresh process: its JSON (``epoch_s``, and ``augmented_epoch_s``
-    for the ``augmentation`` path)."""
+    for the ``augmentation`` path), run in a scratch folder."""
     cmd = [sys.executable, "-m", "mnist_sweep.bench._epoch_probe", path, "--backend", backend,
            "--batch-size", str(batch_size), "--epochs", str(epochs)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("KERAS_BACKEND", None)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    with scratch_dir() as tmp:
+        env = child_env(tmp, TF_CPP_MIN_LOG_LEVEL="3")
+        env.pop("KERAS_BACKEND", None)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=tmp)
     if out.returncode != 0:
         raise RuntimeError(f"epoch probe failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -81,8 +95,6 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
     ``rounds`` such processes of ``augmentation_epochs`` pairs at batch 128; the cost is the median
     of the pairs' ratios, not a ratio of two fastest epochs that may come from different moments.
     """
-    from mnist_sweep._base.settings import resolve_backend
-
     default_backend = resolve_backend("auto")
     params = TUTORIAL_MODELS[3]
     gflops = sgemm_gflops(params, batch_size=128)
@@ -124,9 +136,7 @@ def bench_throughput(backends: Sequence[str], batch_sizes: Sequence[int] = (128,
 
 
 def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
-                      pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from mnist_sweep.sweep.loader import load_sweep
-
+                      pruner: Mapping[str, Any] | None = None, epochs: int = 30) -> dict[str, Any]:
     default = load_sweep(shipped_sweep("default"))
     data = {"validation_size": 5000, "train_size": 10000} if fast else {}
     raw = {
@@ -138,7 +148,7 @@ def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
         "space": {
             "hidden_layers": {"low": 0, "high": 2}, "units": [64, 128, 256, 512],
             "dropout": {"low": 0.0, "high": 0.5, "step": 0.1}, "optimizer": ["sgd", "adam"],
-            "batch_size": [64, 128], "epochs": 30,
+            "batch_size": [64, 128], "epochs": epochs,
             "learning_rate": {"low": 1e-4, "high": 1e-1, "log": True},
         },
     }
@@ -146,38 +156,37 @@ def _efficiency_sweep(seed: int, pruned: bool, fast: bool, max_trials: int,
 
 
 def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int = 40,
-                  pruner: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Epochs and wall time to a validation threshold with the default pruner vs none; median of seeds."""
-    import optuna
+                  pruner: Mapping[str, Any] | None = None, epochs: int = 30) -> dict[str, Any]:
+    """Epochs and wall time to a validation threshold with the default pruner vs none; median of seeds.
 
-    from mnist_sweep._base.settings import use_backend
-    from mnist_sweep.data.dataset import load_dataset
-    from mnist_sweep.search.objective import Objective
-    from mnist_sweep.search.study import make_pruner, make_sampler
-    from mnist_sweep.sweep.config import parse_sweep
-
+    The studies live in this process's memory; the models they keep go to a scratch folder, removed after.
+    """
     backend = use_backend("auto")  # the backend a user's sweep runs on, not Keras's own default
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threshold = 0.955 if fast else 0.980
     results: dict[str, list[Crossing]] = {"pruned": [], "unpruned": []}
     dataset = None
-    for seed in seeds:
-        for arm in ("pruned", "unpruned"):
-            sweep = parse_sweep(_efficiency_sweep(seed, arm == "pruned", fast, max_trials, pruner), "bench")
-            dataset = dataset or load_dataset(sweep.data)
-            study = optuna.create_study(direction="maximize", sampler=make_sampler(sweep), pruner=make_pruner(sweep))
 
-            def stop_at_threshold(study: optuna.Study, trial: Any) -> None:
-                if max(trial.intermediate_values.values(), default=0.0) >= threshold:
-                    study.stop()
+    def stop_at_threshold(study: optuna.Study, trial: Any) -> None:
+        if max(trial.intermediate_values.values(), default=0.0) >= threshold:
+            study.stop()
 
-            study.optimize(Objective(sweep, dataset), n_trials=max_trials, callbacks=[stop_at_threshold],
-                           catch=(Exception,))
-            done = [t for t in study.trials if t.state.is_finished()]
-            crossing = first_crossing(done, threshold)
-            results[arm].append(crossing)
-            log(f"pruning seed {seed} {arm}: {crossing.epochs} epochs, "
-                 f"{crossing.seconds and round(crossing.seconds)}s, {crossing.trials} trials")
+    with scratch_dir() as tmp:
+        for seed in seeds:
+            for arm in ("pruned", "unpruned"):
+                raw = _efficiency_sweep(seed, arm == "pruned", fast, max_trials, pruner, epochs)
+                sweep = parse_sweep(raw, "bench")
+                dataset = dataset or load_dataset(sweep.data)
+                study = optuna.create_study(direction="maximize", sampler=make_sampler(sweep),
+                                            pruner=make_pruner(sweep))
+                keep_models_in(study, Path(tmp) / raw["name"])
+                study.optimize(Objective(sweep, dataset), n_trials=max_trials, callbacks=[stop_at_threshold],
+                               catch=(Exception,))
+                done = [t for t in study.trials if t.state.is_finished()]
+                crossing = first_crossing(done, threshold)
+                results[arm].append(crossing)
+                log(f"pruning seed {seed} {arm}: {crossing.epochs} epochs, "
+                    f"{crossing.seconds and round(crossing.seconds)}s, {crossing.trials} trials")
 
     def median(values: list[float | None]) -> float | None:
         known = [v for v in values if v is not None]
@@ -194,15 +203,16 @@ def bench_pruning(fast: bool, seeds: Sequence[int] = (0, 1, 2), max_trials: int 
 
 
 def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, Any]:
-    """Run ``sweep`` for ``seconds`` (then Ctrl-C), and read best validation accuracy against wall time."""
-    import optuna
+    """Run ``sweep`` for ``seconds`` (then Ctrl-C), and read best validation accuracy against wall time.
 
-    with tempfile.TemporaryDirectory() as tmp:
+    The run starts in a scratch folder (its storage, kept models and compilation cache), removed after.
+    """
+    with scratch_dir() as tmp:
         storage = f"sqlite:///{tmp}/anytime.db"
         cmd = [sys.executable, "-m", "mnist_sweep", "run", shipped_sweep(sweep), "--storage", storage]
         launched = datetime.datetime.now()  # the clock Optuna stamps trials with: start-up time counts
-        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": f"{tmp}/xla"}  # a cold start, as a new user's
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env = child_env(tmp)  # a cold compilation cache, as a new user's
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp,
                                 env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         started = time.monotonic()
         try:
@@ -227,9 +237,12 @@ def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, A
 
 def run_bench(fast: bool = True, parts: Sequence[str] = PARTS,
               anytime_seconds: float = 900.0) -> dict[str, Any]:
-    """Every measurement in one run; returns one flat-ish dict (nested tables under their own keys)."""
-    import importlib.util
+    """Every measurement in one run; returns one flat-ish dict (nested tables under their own keys).
 
+    Each part writes only in a temporary folder of its own, removed when it ends (nothing in the
+    caller's working directory); the pruning part's compilations go to the JAX compilation cache
+    a sweep in this process would use.
+    """
     backends = ["tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     started = time.monotonic()
@@ -265,3 +278,7 @@ def format_table(results: Mapping[str, Any]) -> str:
         for batch, row in results["epoch_s_by_batch"].items():
             lines.append(f"  batch {batch:>4}: " + ", ".join(f"{k} {v:.2f}s" for k, v in row.items()))
     return "\n".join(lines)
+
+
+#: :func:`format_table` under the name the package exports (``mnist_sweep.format_bench``).
+format_bench = format_table

@@ -5,7 +5,7 @@ CSV, ``.npz``, IDX), fixed stratified splits, and decoding one image into a mode
 from __future__ import annotations
 
 from mnist_sweep.data.dataset import Dataset, load_arrays, load_dataset, stratified_split
-from mnist_sweep.data.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image, preprocess
+from mnist_sweep.data.images import MAX_IMAGE_PIXELS, PREPROCESSING, ImageTooLarge, open_image, preprocess
 from mnist_sweep.data.sources import IMAGE_SUFFIXES, RawData
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "ImageTooLarge",
     "open_image",
     "preprocess",
+    "PREPROCESSING",
     "MAX_IMAGE_PIXELS",
 ]

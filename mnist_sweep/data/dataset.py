@@ -9,7 +9,7 @@ without a test split gets one carved, seeded and stratified (``data.test_fractio
 images every time.
 
 Load once per process and pass the :class:`Dataset` to every trial; the objective sees only
-``train`` and ``val``. ``test`` is for ``train`` (the retrain command) alone.
+``train`` and ``val``. ``test`` is for ``train`` and ``final``, once each.
 
 Example:
     >>> from mnist_sweep.sweep.config import DataConfig
@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from mnist_sweep.data.images import MNIST_STYLE
 from mnist_sweep.data.sources import RawData, class_names_of, read_image_folder, read_npz, read_pixel_csv
 from mnist_sweep.errors import InputError
 from mnist_sweep.sweep.config import DataConfig
@@ -69,6 +70,9 @@ class Dataset:
     source: str
     class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
     notes: tuple[str, ...] = ()
+    #: How an image file becomes one of these images (``resize`` for an image folder, else ``mnist``;
+    #: :mod:`mnist_sweep.data.images`); the models trained on them record it.
+    preprocessing: str = MNIST_STYLE
 
     @property
     def side(self) -> int:
@@ -100,7 +104,7 @@ class Dataset:
         return Dataset(
             x_train=np.concatenate([self.x_train, self.x_val]), y_train=np.concatenate([self.y_train, self.y_val]),
             x_val=self.x_val[:0], y_val=self.y_val[:0], x_test=self.x_test, y_test=self.y_test, source=self.source,
-            class_names=self.class_names, notes=self.notes,
+            class_names=self.class_names, notes=self.notes, preprocessing=self.preprocessing,
         )
 
 
@@ -286,5 +290,5 @@ def load_dataset(config: DataConfig, source: str | None = None) -> Dataset:
         x_train=_scale(x_all[train_idx]), y_train=y_all[train_idx],
         x_val=_scale(x_all[val_idx]), y_val=y_all[val_idx],
         x_test=_scale(x_test), y_test=y_test.astype(np.int32),
-        source=source, class_names=raw.class_names, notes=tuple(notes),
+        source=source, class_names=raw.class_names, notes=tuple(notes), preprocessing=raw.preprocessing,
     )

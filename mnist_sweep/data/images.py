@@ -3,6 +3,23 @@
 
 Decoding is bounded (:data:`MAX_IMAGE_PIXELS`, checked from the header before the pixels are read)
 and serialised (Pillow's decoders are not all thread-safe).
+
+One preprocessing, two styles (:data:`PREPROCESSING`), defined here only; a model records the style
+its training images went through (:func:`mnist_sweep.model.saving.preprocessing`) and ``predict``
+and ``serve`` apply exactly that one:
+
+- ``mnist``: MNIST's own normalisation, for digits written on a page: grayscale, white ink on
+  black (inverted when the border is light), cropped to the ink, scaled into a box of 20/28 of the
+  side keeping its aspect ratio, centred by mass. MNIST, IDX, ``.npz`` and CSV data are taken to
+  have been through it already; models saved before the style was recorded have it.
+- ``resize``: the whole image, for images that fill the frame (your own image folders):
+  grayscale (transparent pixels over white), resized to the side, inverted when the border is
+  light. :func:`mnist_sweep.data.sources.read_image_folder` makes its training images with
+  :func:`resize_image`, so training and serving see the same pixels.
+
+Example:
+    >>> preprocess(open_image("shirt.png"), side=28, style="resize").shape
+    (784,)
 """
 
 from __future__ import annotations
@@ -27,18 +44,27 @@ _BOX_SHARE = 20 / 28  # MNIST puts each digit in a 20 x 20 box on 28 x 28
 
 _INK_THRESHOLD = 0.25  # of the darkest-to-lightest range: what counts as the digit for cropping
 
+MNIST_STYLE, RESIZE_STYLE = "mnist", "resize"
+
+#: The preprocessing styles (see the module docstring); the first is the default.
+PREPROCESSING: tuple[str, ...] = (MNIST_STYLE, RESIZE_STYLE)
+
 
 class ImageTooLarge(InputError):
     """An image over :data:`MAX_IMAGE_PIXELS`, refused before it was decoded."""
 
 
-def preprocess(image: Image.Image, side: int = 28) -> np.ndarray:
-    """An image of one digit as a model input: ``side * side`` float32 values in [0, 1], white on black
-    (784 for MNIST's 28 x 28).
+def preprocess(image: Image.Image, side: int = 28, style: str = MNIST_STYLE) -> np.ndarray:
+    """An image as a model input: ``side * side`` float32 values in [0, 1], white on black (784 for
+    MNIST's 28 x 28), made in ``style`` (one of :data:`PREPROCESSING`, the module docstring says how).
 
     Raises:
-        InputError: the image is blank (no ink to find).
+        InputError: an unknown style, or (``mnist``) the image is blank (no ink to find).
     """
+    if style == RESIZE_STYLE:
+        return resize_image(image, side)[0].reshape(-1).astype(np.float32) / 255.0  # as load_dataset scales
+    if style != MNIST_STYLE:
+        raise InputError(f"unknown preprocessing {style!r} (this version knows {', '.join(PREPROCESSING)})")
     gray = _grayscale(image)
     if _border(gray).mean() > 127.5:
         gray = 255.0 - gray  # dark ink on light paper -> MNIST's light ink on black
@@ -57,6 +83,24 @@ def preprocess(image: Image.Image, side: int = 28) -> np.ndarray:
     top, left = _centre_of_mass_offset(digit, side)
     canvas[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
     return canvas.reshape(-1)
+
+
+def resize_image(image: Image.Image, side: int) -> tuple[np.ndarray, bool]:
+    """The ``resize`` style: the whole image as ``side x side`` uint8, white on black, and whether it
+    was inverted (its border was light). Transparent pixels lie over white; colour becomes
+    luminance; another size is resized (Lanczos)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(backdrop, image)
+    gray = image.convert("L")
+    if gray.size != (side, side):
+        gray = gray.resize((side, side), Image.Resampling.LANCZOS)
+    pixels = np.asarray(gray, dtype=np.uint8)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if border.mean() > 127.5:
+        return 255 - pixels, True
+    return pixels, False
 
 
 def open_image(source: str | Path | BinaryIO) -> Image.Image:

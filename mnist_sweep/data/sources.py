@@ -15,7 +15,9 @@ TIFF, WebP); hidden files (``.DS_Store``) and files without an image suffix are 
 counted; a file with an image suffix that Pillow cannot decode is an error naming it. Colour
 images become grayscale, images of another size than the most common one (or ``image_size``)
 are resized to it, and dark-on-light images (light border) are inverted to MNIST's
-light-on-dark, as ``predict`` does with what it is given: each is said once in :attr:`RawData.notes`.
+light-on-dark: each is said once in :attr:`RawData.notes`. That is the ``resize`` preprocessing
+(:func:`mnist_sweep.data.images.resize_image`), recorded in the models trained on them, so
+``predict`` and ``serve`` treat an image file exactly so (:attr:`RawData.preprocessing`).
 
 **CSV**: a header with a ``label`` column and one column per pixel (a square count: 784 is
 28 x 28), values 0..255, one image per row (the layout of the best-known MNIST competition);
@@ -41,6 +43,7 @@ from typing import IO
 
 import numpy as np
 
+from mnist_sweep.data.images import MNIST_STYLE, RESIZE_STYLE, ImageTooLarge, open_image, resize_image
 from mnist_sweep.errors import InputError
 
 MAX_ARRAY_BYTES = 10**9  # the most one array of an .npz may declare; keras's mnist.npz holds 47 MB at most
@@ -58,6 +61,9 @@ class RawData:
     y_test: np.ndarray | None
     class_names: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
+    #: How an image file becomes one of these images (:data:`mnist_sweep.data.images.PREPROCESSING`):
+    #: ``resize`` for an image folder, ``mnist`` for arrays of MNIST-style digits.
+    preprocessing: str = MNIST_STYLE
 
     def __getitem__(self, key: str) -> np.ndarray | None:
         """``raw["x_train"]`` as well as ``raw.x_train``: the keys of keras's ``mnist.npz``."""
@@ -92,7 +98,7 @@ def read_image_folder(root: Path, image_size: int | None = None) -> RawData:
     x_test = np.stack([convert(img) for img, _ in test]) if test else None
     notes += convert.notes()
     return RawData(x_train, np.array([c for _, c in train], np.int32), x_test,
-                   np.array([c for _, c in test], np.int32) if test else None, classes, notes)
+                   np.array([c for _, c in test], np.int32) if test else None, classes, notes, RESIZE_STYLE)
 
 
 def read_pixel_csv(path: Path, test_path: Path | None = None) -> RawData:
@@ -180,8 +186,6 @@ def class_names_of(labels: np.ndarray) -> tuple[str, ...]:
 
 def _read_classes(folder: Path, classes: tuple[str, ...], skipped: list[Path],
                   must_exist: bool = True) -> list[tuple[object, int]]:
-    from mnist_sweep.data.images import ImageTooLarge, open_image
-
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     extra = sorted(set(found) - set(classes))
     if extra:
@@ -197,7 +201,7 @@ def _read_classes(folder: Path, classes: tuple[str, ...], skipped: list[Path],
                 skipped.append(path)
                 continue
             try:
-                items.append((open_image(path), number))  # within inference.MAX_IMAGE_PIXELS, checked first
+                items.append((open_image(path), number))  # within images.MAX_IMAGE_PIXELS, checked first
             except ImageTooLarge as err:
                 raise InputError(f"{path}: {err}") from None
             except InputError as err:
@@ -217,28 +221,17 @@ def _target_side(images: list, image_size: int | None, root: Path) -> tuple[int,
 
 
 class _Converter:
-    """A PIL image as a ``side x side`` uint8 array, white on black; counts what it had to change."""
+    """A PIL image as a ``side x side`` uint8 array, white on black (the ``resize`` preprocessing);
+    counts what it had to change."""
 
     def __init__(self, side: int) -> None:
         self.side, self.colour, self.inverted = side, 0, 0
 
     def __call__(self, image: object) -> np.ndarray:
-        from PIL import Image
-
         if image.mode not in ("L", "1", "I", "I;16", "F", "P", "LA"):
             self.colour += 1
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
-            backdrop = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(backdrop, image)
-        gray = image.convert("L")
-        if gray.size != (self.side, self.side):
-            gray = gray.resize((self.side, self.side), Image.Resampling.LANCZOS)
-        pixels = np.asarray(gray, dtype=np.uint8)
-        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-        if border.mean() > 127.5:
-            self.inverted += 1
-            pixels = 255 - pixels
+        pixels, inverted = resize_image(image, self.side)
+        self.inverted += inverted
         return pixels
 
     def notes(self) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from mnist_sweep.final.ensemble import build_final
 from mnist_sweep.final.predict import Prediction, predict, predict_files
-from mnist_sweep.final.retrain import FinalModel, train_final
+from mnist_sweep.final.result import FinalModel
+from mnist_sweep.final.retrain import train_final
 from mnist_sweep.final.serve import serve_model
 
 __all__ = [

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +38,11 @@ import optuna
 from mnist_sweep._base.files import atomic_path, write_text_atomic
 from mnist_sweep._base.paths import study_dir
 from mnist_sweep.errors import InputError
-
-
-@dataclass
-class Final:
-    """What :func:`build_final` chose, how it scored and where it wrote it."""
-
-    model: Any  # the keras.Model: one member, or the average of several
-    test_accuracy: float
-    members: list[int]  # trial numbers
-    metrics: dict[str, Any]
-    model_path: Path
-    metrics_path: Path
+from mnist_sweep.final.result import FinalModel
 
 
 def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: int | None = None, *,
-                max_params: int | None = None, max_latency_ms: float | None = None) -> Final:
+                max_params: int | None = None, max_latency_ms: float | None = None) -> FinalModel:
     """Choose the final model among the study's kept models on validation, test it once, save it.
 
     Args:
@@ -66,13 +54,14 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
             at most this, as the trials measured it on the machine that ran them.
 
     Raises:
-        InputError: the study kept no model (within the budget), or ``k`` < 1.
+        InputError: the study kept no model (within the budget), ``k`` < 1, or the data changed since
+            the study recorded them (one line naming what changed; nothing written).
 
     Example:
         >>> build_final(study, max_params=300_000).metrics["n_params"] <= 300_000
         True
     """
-    from mnist_sweep._base.provenance import collect
+    from mnist_sweep._base.provenance import check_same_data, collect
     from mnist_sweep._base.settings import prepare_process
     from mnist_sweep.data.dataset import load_dataset
     from mnist_sweep.model.factory import count_params
@@ -96,6 +85,9 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
     backend = prepare_process("auto")
     sweep = study.user_attrs.get("sweep") or {}
     dataset = load_dataset(DataConfig.model_validate(sweep.get("data", {})))
+    check_same_data(study.user_attrs.get("provenance"), dataset, study.study_name,  # before anything is written
+                    "its kept models were trained and chosen on the data as they were: restore them, or run a "
+                    "new study")
     members = [load_kept_model(study, m.trial) for m in kept]
     val_probabilities = [_probabilities(m, dataset.x_val) for m in members]
     candidates = {n: _accuracy(np.mean(val_probabilities[:n], axis=0), dataset.y_val) for n in range(1, len(kept) + 1)}
@@ -127,8 +119,8 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
     with atomic_path(folder / "model.keras") as tmp:
         model.save(tmp)
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    return Final(model=model, test_accuracy=test_accuracy, members=metrics["members"], metrics=metrics,
-                 model_path=folder / "model.keras", metrics_path=metrics_path)
+    return FinalModel(model=model, test_accuracy=test_accuracy, members=metrics["members"], metrics=metrics,
+                      model_path=folder / "model.keras", metrics_path=metrics_path)
 
 
 def _within(kept: list[Any], budget: dict[str, float], study_name: str) -> list[Any]:
@@ -169,10 +161,11 @@ def _average(members: list[Any], trials: list[int]) -> Any:
     import keras
 
     from mnist_sweep.model.layers import ClassNames
-    from mnist_sweep.model.saving import class_names
+    from mnist_sweep.model.saving import class_names, preprocessing
 
     inputs = keras.Input(shape=members[0].input_shape[1:])
     for member, trial in zip(members, trials, strict=True):
         member.name = f"trial_{trial}"  # nested models need unique names
     outputs = keras.layers.Average()([member(inputs) for member in members])
-    return keras.Model(inputs, ClassNames(class_names(members[0]))(outputs), name=f"ensemble_of_{len(members)}")
+    names = ClassNames(class_names(members[0]), preprocessing(members[0]))  # what the members were trained on
+    return keras.Model(inputs, names(outputs), name=f"ensemble_of_{len(members)}")

@@ -1,12 +1,14 @@
 """Classify images with a trained model: image files, PIL images or MNIST-style arrays.
 
-An MLP trained on MNIST only knows MNIST's conventions, so an image file or PIL image is first
-made to look like an MNIST digit (:func:`preprocess`, the steps of MNIST's own normalisation):
-grayscale, white ink on black (inverted when the border is light), cropped to the ink, scaled
-to fit 20 x 20 keeping its aspect ratio, placed on 28 x 28 with its centre of mass at the
-centre, in [0, 1]; for a model of another input size the same at its size (a box of 20/28 of
-the side). Arrays are taken as model inputs already (side x side, white on black: uint8 0..255
-or floats in [0, 1]) and only scaled. Each prediction names its class by the model's class names
+An image file or PIL image goes through the preprocessing the model's training images went
+through, as the model records it (:func:`mnist_sweep.model.saving.preprocessing`; the steps are in
+:mod:`mnist_sweep.data.images`): ``mnist`` for a model trained on MNIST-style digits (MNIST's own
+normalisation: grayscale, white ink on black, cropped to the ink, scaled into a box of 20/28 of the
+side, centred by mass; also every model saved before the style was recorded), ``resize`` for one
+trained on an image folder (the whole image: grayscale, resized to the side, inverted when the
+border is light, exactly as the folder's images were read). Arrays are taken as model inputs
+already (side x side, white on black: uint8 0..255 or floats in [0, 1]) and only scaled. Each
+prediction names its class by the model's class names
 (:class:`mnist_sweep.model.layers.ClassNames`; a model saved without them has the ten digits).
 
 Example:
@@ -27,9 +29,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnist_sweep.data.images import open_image, preprocess
+from mnist_sweep.data.images import PREPROCESSING, open_image, preprocess
 from mnist_sweep.errors import InputError
-from mnist_sweep.model.saving import class_names, input_side, load_model
+from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ def predict(model: Any, images: Any) -> list[Prediction]:
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    side, names = input_side(model), class_names(model)
-    x = np.stack([_as_input(item, i, side) for i, item in enumerate(_items(images, side))])
+    side, names, style = input_side(model), class_names(model), preprocessing(model)
+    x = np.stack([_as_input(item, i, side, style) for i, item in enumerate(_items(images, side))])
     probabilities = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
     return [_prediction(row, names) for row in probabilities]
 
@@ -92,14 +94,14 @@ def _items(images: Any, side: int) -> list[Any]:
     return list(images)
 
 
-def _as_input(item: Any, index: int, side: int) -> np.ndarray:
+def _as_input(item: Any, index: int, side: int, style: str) -> np.ndarray:
     if isinstance(item, (str, Path)):
         try:
-            return preprocess(open_image(Path(item)), side)
+            return preprocess(open_image(Path(item)), side, style)
         except InputError as err:
             raise InputError(f"{item}: {err}") from None
     if isinstance(item, Image.Image):
-        return preprocess(item, side)
+        return preprocess(item, side, style)
     array = np.asarray(item)
     if array.size != side * side or array.ndim not in (1, 2):
         raise InputError(f"image {index}: an array of shape {array.shape}, want {side} x {side} or "
@@ -121,13 +123,16 @@ def predict_files(model: Any, paths: Iterable[str | Path]) -> list[dict[str, Any
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    side, names = input_side(model), class_names(model)
+    side, names, style = input_side(model), class_names(model), preprocessing(model)
+    if style not in PREPROCESSING:
+        raise InputError(f"the model's preprocessing {style!r} is unknown to this version "
+                         f"(it knows {', '.join(PREPROCESSING)})")
     results: list[dict[str, Any]] = []
     inputs: list[np.ndarray] = []
     for path in paths:
         entry: dict[str, Any] = {"file": str(path)}
         try:
-            inputs.append(preprocess(open_image(Path(path)), side))
+            inputs.append(preprocess(open_image(Path(path)), side, style))
         except InputError as err:
             entry["error"] = str(err)
         results.append(entry)

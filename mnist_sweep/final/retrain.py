@@ -27,33 +27,16 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnist_sweep._base.files import atomic_path, write_text_atomic
 from mnist_sweep._base.paths import study_dir
 from mnist_sweep.errors import InputError
+from mnist_sweep.final.result import FinalModel
 from mnist_sweep.model.training import EpochHook
 from mnist_sweep.sweep.config import SweepConfig, parse_sweep
 from mnist_sweep.sweep.params import fixed_params
-
-
-@dataclass
-class FinalModel:
-    """What :func:`train_final` trained and where it wrote it."""
-
-    model: Any  # the trained keras.Model, ready for predict()
-    test_accuracy: float
-    test_loss: float
-    metrics: dict[str, Any]  # what metrics.json holds
-    model_path: Path
-    metrics_path: Path
-    curves_path: Path
-    params: dict[str, Any]
-    seed: int
-    seconds: float
-    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _as_sweep(config: str | Path | Mapping[str, Any] | SweepConfig) -> tuple[SweepConfig, str]:
@@ -93,7 +76,8 @@ def train_final(
 
     Raises:
         InputError: the config is not fixed (one line per loose axis), the model file is not
-            ``.keras``, the data cannot be read, or training diverged.
+            ``.keras``, the data cannot be read or changed since the study the config was exported
+            from recorded them (one line naming what changed; nothing written), or training diverged.
     """
     sweep, filename = _as_sweep(config)
     params = fixed_params(sweep.space, filename)
@@ -112,17 +96,22 @@ def train_final(
 
     backend = prepare_process(sweep.training.backend)
 
-    from mnist_sweep._base.provenance import collect
+    from mnist_sweep._base.provenance import check_same_data, collect
     from mnist_sweep.data.dataset import load_dataset
     from mnist_sweep.model.factory import build_model, count_params
     from mnist_sweep.model.training import fit, fresh_keras
 
-    dataset = load_dataset(sweep.data, source=data).merge_validation()
+    dataset = load_dataset(sweep.data, source=data)
+    if sweep.source is not None and (data is None or data == sweep.data.source):  # --data DIR: other data on purpose
+        check_same_data(sweep.source.provenance, dataset, sweep.source.study,
+                        f"{filename} was exported from it: restore the data, or run and export a new study")
+    dataset = dataset.merge_validation()
     batch_size, n_epochs = int(params["batch_size"]), int(params["epochs"])
     fresh_keras(seed)
     model = build_model(params, steps_per_epoch=math.ceil(len(dataset.x_train) / batch_size),
                         steps_per_execution=sweep.training.steps_per_execution,
-                        input_size=dataset.x_train.shape[1], class_names=dataset.class_names)
+                        input_size=dataset.x_train.shape[1], class_names=dataset.class_names,
+                        preprocessing=dataset.preprocessing)
     start = time.perf_counter()
     fitted = fit(model, dataset.x_train, dataset.y_train, None, None, batch_size=batch_size, epochs=n_epochs,
                  on_epoch=on_epoch)
@@ -165,11 +154,8 @@ def train_final(
         model.save(tmp)
     curves_path = write_text_atomic(curves_file, _curves_html(fitted.history, sweep.name))
     metrics_path = write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
-    return FinalModel(
-        model=model, test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"], metrics=metrics,
-        model_path=model_path, metrics_path=metrics_path, curves_path=curves_path, params=params, seed=seed,
-        seconds=seconds, history=fitted.history,
-    )
+    return FinalModel(model=model, test_accuracy=metrics["test_accuracy"], metrics=metrics, model_path=model_path,
+                      metrics_path=metrics_path, curves_path=curves_path)
 
 
 def _curves_html(history: dict[str, list[float]], title: str) -> str:

@@ -5,7 +5,8 @@
 draws, and an upload button. ``POST /predict`` takes an image as the request body (any type
 Pillow reads) or as the multipart form field ``image`` and answers JSON like ``predict --json``
 (``label``, ``index``, ``probability``, ``probabilities``, and ``digit`` for the ten digits);
-``GET /info`` gives the model's class names and input size.
+``GET /info`` gives the model's class names, input size and preprocessing (an upload goes through
+the one its training images went through, as ``predict`` does).
 
 Errors are JSON too (``{"error": "..."}``): a body over ``max_bytes`` or an image over 40
 megapixels (refused before decoding) gets 413, one that is not an image 400, an unknown path
@@ -45,17 +46,19 @@ class ModelApp:
     """The model behind the page: classifies one image's bytes at a time."""
 
     def __init__(self, model_path: str | Path) -> None:
-        from mnist_sweep.model.saving import class_names, input_side, load_model
+        from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 
         self.path = Path(model_path)
         self.model = load_model(self.path)
         self.class_names = class_names(self.model)
         self.side = input_side(self.model)
+        self.preprocessing = preprocessing(self.model)  # predict() applies it to every image
         self.lock = threading.Lock()
         self.page = resources.files("mnist_sweep.final").joinpath("web/index.html").read_bytes()
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.path.name, "side": self.side, "class_names": list(self.class_names)}
+        return {"model": self.path.name, "side": self.side, "class_names": list(self.class_names),
+                "preprocessing": self.preprocessing}
 
     def classify(self, data: bytes) -> dict[str, Any]:
         """The prediction for one encoded image, as ``predict --json`` gives it.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from mnist_sweep.model.factory import TUTORIAL_MODELS, build_model, count_params, layer_widths
 from mnist_sweep.model.latency import measure_inference
-from mnist_sweep.model.saving import class_names, input_side, load_model
+from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 from mnist_sweep.model.training import FitResult, fit, fresh_keras
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "load_model",
     "input_side",
     "class_names",
+    "preprocessing",
 ]

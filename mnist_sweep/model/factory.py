@@ -74,7 +74,7 @@ def build_optimizer(params: Mapping[str, Any], steps_per_epoch: int | None = Non
 
 def build_model(
     params: Mapping[str, Any], steps_per_epoch: int | None = None, steps_per_execution: int = 1, *,
-    input_size: int = 784, class_names: Sequence[str] = DIGITS,
+    input_size: int = 784, class_names: Sequence[str] = DIGITS, preprocessing: str = "mnist",
 ) -> Any:
     """Build and compile the MLP that ``params`` describes.
 
@@ -86,6 +86,9 @@ def build_model(
         input_size: pixels per image, flattened (the data's ``side * side``; MNIST's 784).
         class_names: one per output, in label order (MNIST's ten digits by default); the saved
             model carries them (:class:`~mnist_sweep.model.layers.ClassNames`).
+        preprocessing: what an image file went through to become a training image (the data's
+            ``Dataset.preprocessing``: ``mnist`` or ``resize``); the saved model carries it too, and
+            ``predict`` and ``serve`` apply it.
 
     Returns:
         A compiled ``keras.Sequential``: ``input_size`` inputs, randomly shifted, rotated and scaled during
@@ -95,7 +98,7 @@ def build_model(
 
     Every hidden layer gets its dropout layer, at rate 0 too (an exact identity): the rate is an
     input of the compiled step, so a sweep over dropout compiles one program per structure
-    instead of two (the measurements behind this are in the README's Performance section).
+    instead of two (the measurements behind this are in docs/performance.md).
     """
     import keras
 
@@ -120,7 +123,7 @@ def build_model(
         else:
             layers.append(dense(width, activation=p["activation"]))
         layers.append(VariableDropout(float(p["dropout"])))  # at rate 0 too (docstring: why)
-    layers += [dense(len(class_names), activation="softmax"), ClassNames(class_names)]
+    layers += [dense(len(class_names), activation="softmax"), ClassNames(class_names, preprocessing)]
     model = keras.Sequential(layers, name="mlp")
     model.compile(
         optimizer=build_optimizer(p, steps_per_epoch),

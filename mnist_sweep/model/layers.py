@@ -72,12 +72,17 @@ class VariableDropout(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mnist_sweep")
 class ClassNames(keras.layers.Layer):
-    """An identity on the class probabilities that carries the classes' names, so a saved model says
-    what each output means (``predict`` and ``serve`` print the name)."""
+    """An identity on the class probabilities that carries what a saved model needs to be used: the
+    classes' names, so it says what each output means (``predict`` and ``serve`` print the name),
+    and the preprocessing its training images went through (``mnist`` or ``resize``, see
+    :mod:`mnist_sweep.data.images`), so ``predict`` and ``serve`` make an image file the same
+    pixels. A model saved before the preprocessing was recorded loads with ``mnist``, what
+    ``predict`` applied to every model then."""
 
-    def __init__(self, names: list[str] | tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(self, names: list[str] | tuple[str, ...], preprocessing: str = "mnist", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.names = [str(n) for n in names]
+        self.preprocessing = str(preprocessing)
 
     def call(self, inputs: Any) -> Any:
         return inputs
@@ -86,7 +91,7 @@ class ClassNames(keras.layers.Layer):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "names": self.names}
+        return {**super().get_config(), "names": self.names, "preprocessing": self.preprocessing}
 
 
 #: Smoothness of the elastic distortion's displacement field, in pixels (Simard et al. 2003 used 4).

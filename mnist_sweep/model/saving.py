@@ -1,4 +1,5 @@
-"""Load a saved ``.keras`` model safely, and read what it carries: its input side and class names."""
+"""Load a saved ``.keras`` model safely, and read what it carries: its input side, class names and
+the preprocessing its training images went through."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ def class_names(model: Any) -> tuple[str, ...]:
         if isinstance(layer, ClassNames):
             return tuple(layer.names)
     return tuple(str(i) for i in range(int(model.output_shape[-1])))
+
+
+def preprocessing(model: Any) -> str:
+    """The preprocessing ``model``'s training images went through (``mnist`` or ``resize``, see
+    :mod:`mnist_sweep.data.images`): give an image file to it the same way, e.g.
+    ``preprocess(open_image(path), input_side(model), preprocessing(model))``. A model saved
+    without it (before it was recorded, or built elsewhere) has ``mnist``."""
+    from mnist_sweep.model.layers import ClassNames
+
+    for layer in reversed(model.layers):
+        if isinstance(layer, ClassNames):
+            return layer.preprocessing
+    return "mnist"

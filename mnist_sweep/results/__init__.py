@@ -4,7 +4,7 @@ plotly figures, the HTML report, the best config as a sweep file, and optuna-das
 
 from __future__ import annotations
 
-from mnist_sweep.results.dashboard import serve
+from mnist_sweep.results.dashboard import serve_dashboard
 from mnist_sweep.results.export import best_config, export_best
 from mnist_sweep.results.figures import report_figures
 from mnist_sweep.results.report import write_report
@@ -17,5 +17,5 @@ __all__ = [
     "write_report",
     "best_config",
     "export_best",
-    "serve",
+    "serve_dashboard",
 ]

@@ -9,7 +9,7 @@ names the address it serves, :func:`allowed_hosts`), so a web page cannot reach 
 rebinding.
 
 Example:
-    >>> serve("sqlite:///studies/mnist_sweep.db", port=8080)   # until Ctrl-C
+    >>> serve_dashboard("sqlite:///studies/mnist_sweep.db", port=8080)   # until Ctrl-C
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from mnist_sweep._base.hosts import allowed_hosts, bracketed, check_host, is_loopback
 from mnist_sweep.errors import InputError
+from mnist_sweep.search.kept_models import storage_artifact_store
 from mnist_sweep.storage.rdb import open_storage, redact
 
 
@@ -47,11 +48,9 @@ def make_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080) 
         InputError: the storage does not exist or cannot be opened, or the address cannot be bound
             (port in use, unknown host).
     """
-    import optuna_dashboard
+    import optuna_dashboard  # its web app: loaded by this command only
 
     storage = open_storage(storage_url, create=False)
-    from mnist_sweep.search.kept_models import storage_artifact_store
-
     app = optuna_dashboard.wsgi(storage, artifact_store=storage_artifact_store(storage))
     server_class = _Server6 if ":" in host else _Server
     try:
@@ -63,7 +62,8 @@ def make_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080) 
     return httpd
 
 
-def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: TextIO | None = None) -> None:
+def serve_dashboard(storage_url: str, host: str = "127.0.0.1", port: int = 8080, out: TextIO | None = None
+                    ) -> None:
     """Serve optuna-dashboard for ``storage_url`` on ``host:port`` until interrupted (Ctrl-C).
 
     Prints the URL to ``out`` (default stdout) and a warning to stderr when ``host`` is not

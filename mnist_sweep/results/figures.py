@@ -13,7 +13,10 @@
 
 A figure that cannot be drawn (too few trials, nothing varies) is an empty figure whose text
 says why (``fig.layout.meta["note"]``). Only axes whose value varies count as searched; PRUNED
-trials are drawn at their best reported epoch, with another marker than COMPLETE ones.
+trials are drawn at their best reported epoch, with another marker than COMPLETE ones. The
+validation-accuracy axes of ``axes`` and ``history`` span the good trials (:func:`accuracy_range`),
+not the worst pruned one: a trial below is drawn on the bottom edge as a triangle pointing down
+(:data:`CLIPPED_SYMBOL`), its value on hover.
 
 Example:
     >>> figures = report_figures(study)
@@ -23,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -52,14 +56,18 @@ TITLES: dict[str, str] = {
 }
 CAPTIONS = {
     "axes": "One point per trial: blue dots COMPLETE, orange crosses PRUNED at their best epoch; "
-            "boxes show the spread of COMPLETE trials per choice. Only axes that vary are shown.",
+            "boxes show the spread of COMPLETE trials per choice. Only axes that vary are shown. The "
+            "vertical axis spans the good trials: a trial below it is a triangle on the bottom edge "
+            "(its value on hover).",
     "parallel": "COMPLETE trials, one line each, coloured by validation accuracy; drag along an axis to filter.",
-    "history": "Validation accuracy by trial number, the best so far as a line; PRUNED trials at their best epoch.",
+    "history": "Validation accuracy by trial number, the best so far as a line; PRUNED trials at their best epoch. "
+               "The vertical axis spans the good trials: a trial below it is a triangle on the bottom edge "
+               "(its value on hover).",
     "anytime": "The best validation accuracy the study had reached at each moment since its first trial started, "
                "epoch by epoch, over all workers: what stopping the sweep then would have left. A resumed "
                "study's pauses count as time.",
     "importance": "How much each searched axis explains the validation accuracy of COMPLETE trials "
-                  "(Optuna's default importance evaluator).",
+                  "(Optuna's default importance evaluator); the fewer the trials, the rougher the ranking.",
     "curves": "Per-epoch accuracy and loss of the best trials: solid lines validation, dotted lines train.",
     "confirm": "Each re-run config's runs with other seeds (blue) and their mean ± standard deviation (red), in the "
                "order export and final rank them: one validation split cannot separate configs closer than this.",
@@ -77,6 +85,11 @@ _STYLE = {
 }
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
+#: The marker of a trial below a validation-accuracy axis's range, drawn on the bottom edge.
+CLIPPED_SYMBOL = "triangle-down"
+CLIPPED_NAME = "below the axis (value on hover)"
+_MIN_RANGE_TRIALS = 3  # fewer COMPLETE trials than this: plotly's own range
+
 
 def searched_axes(trials: Sequence[FrozenTrial]) -> list[str]:
     """Params that take more than one value across ``trials``, in the sweep's axis order.
@@ -89,6 +102,36 @@ def searched_axes(trials: Sequence[FrozenTrial]) -> list[str]:
     return [p for p in order if len({repr(t.params[p]) for t in trials if p in t.params}) > 1]
 
 
+def accuracy_range(trials: Sequence[FrozenTrial]) -> tuple[float, float] | None:
+    """The y-range of the validation-accuracy axes (per-axis panels, history): where the choices are made.
+
+    From the lowest COMPLETE trial that is not a low outlier (not below Tukey's fence, Q1 - 1.5 IQR
+    of the COMPLETE trials' accuracies) to the highest point drawn, each with a margin of 8% of that
+    span (at least 0.002). None (plotly's own range) with fewer than 3 COMPLETE trials, or when no
+    drawn point falls below: then every point fits anyway.
+
+    Example:
+        >>> accuracy_range(study.trials)    # COMPLETE trials at 0.97-0.99, one pruned at 0.35
+        (0.9684, 0.9916)
+    """
+    points = [s for t, s in _points(trials) if t.state in _STYLE]
+    complete = sorted(s for t, s in _points(trials) if t.state == TrialState.COMPLETE)
+    if len(complete) < _MIN_RANGE_TRIALS:
+        return None
+    q1, _, q3 = statistics.quantiles(complete, n=4, method="inclusive")
+    low = min(s for s in complete if s >= q1 - 1.5 * (q3 - q1))
+    high = max(points)
+    margin = max(0.08 * (high - low), 0.002)
+    if min(points) >= low - margin:
+        return None
+    return low - margin, high + margin
+
+
+def _clipped_y(floor: float, high: float) -> float:
+    """Where a point below the range is drawn: just above the bottom edge, so the whole marker shows."""
+    return floor + 0.02 * (high - floor)
+
+
 def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
     """Every figure of the report for ``study``, keyed as :data:`TITLES` (page order).
 
@@ -98,10 +141,11 @@ def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
     """
     trials = study.get_trials(deepcopy=False)
     searched = searched_axes(trials)
+    y_range = accuracy_range(trials)
     drawn = {
-        "axes": _axes_figure(trials, searched),
+        "axes": _axes_figure(trials, searched, y_range),
         "parallel": _parallel_figure(study, trials, searched),
-        "history": _history_figure(study, trials),
+        "history": _history_figure(study, trials, y_range),
         "anytime": _anytime_figure(trials),
         "importance": _importance_figure(study, trials),
         "curves": _curves_figure(trials),
@@ -154,7 +198,28 @@ def _label(state: TrialState) -> str:
     return "COMPLETE" if state == TrialState.COMPLETE else f"{state.name} (best epoch)"
 
 
-def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str]) -> go.Figure | str:
+def _split(group: list[tuple[FrozenTrial, float]], y_range: tuple[float, float] | None
+           ) -> tuple[list[tuple[FrozenTrial, float]], list[tuple[FrozenTrial, float]]]:
+    """``group`` as (points within ``y_range``, points below it)."""
+    if y_range is None:
+        return group, []
+    return [(t, s) for t, s in group if s >= y_range[0]], [(t, s) for t, s in group if s < y_range[0]]
+
+
+def _clipped_trace(xs: list[Any], clipped: list[tuple[FrozenTrial, float]], y_range: tuple[float, float],
+                   detail: list[str], showlegend: bool) -> go.Scatter:
+    """Points below ``y_range``: triangles on its bottom edge, in their state's colour, their value on hover."""
+    return go.Scatter(
+        x=xs, y=[_clipped_y(*y_range)] * len(clipped), mode="markers", name=CLIPPED_NAME, legendgroup="clipped",
+        showlegend=showlegend, cliponaxis=False,
+        marker={"symbol": CLIPPED_SYMBOL, "size": 10, "color": [_STYLE[t.state]["color"] for t, _ in clipped]},
+        customdata=[[t.number, s, t.state.name, d] for (t, s), d in zip(clipped, detail, strict=True)],
+        hovertemplate="trial %{customdata[0]} %{customdata[2]}<br>%{customdata[3]}"
+                      "val_accuracy=%{customdata[1]:.4f} (below the axis)<extra></extra>")
+
+
+def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str],
+                 y_range: tuple[float, float] | None = None) -> go.Figure | str:
     points = _points(trials)
     if not searched:
         return "No axis varies across the trials: nothing to plot against."
@@ -162,7 +227,7 @@ def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str]) -> go.Figur
     rows = math.ceil(len(searched) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=searched, vertical_spacing=0.3 / rows,
                         horizontal_spacing=0.06)
-    legend_shown: set[TrialState] = set()
+    legend_shown: set[Any] = set()
     for i, name in enumerate(searched):
         row, col = i // cols + 1, i % cols + 1
         dist = next(t.distributions[name] for t in trials if name in t.distributions)
@@ -182,8 +247,9 @@ def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str]) -> go.Figur
                 fig.update_xaxes(type="log", row=row, col=col)
             elif isinstance(dist, IntDistribution) and (dist.high - dist.low) / dist.step <= 12:
                 fig.update_xaxes(dtick=dist.step, row=row, col=col)
+        drawn, clipped = _split([(t, s) for t, s in mine if t.state in _STYLE], y_range)
         for state in _STYLE:
-            group = [(t, s) for t, s in mine if t.state == state]
+            group = [(t, s) for t, s in drawn if t.state == state]
             if not group:
                 continue
             fig.add_trace(go.Scatter(
@@ -194,8 +260,15 @@ def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str]) -> go.Figur
                               "val_accuracy=%{y:.4f}<extra>" + state.name + "</extra>"),
                 row=row, col=col)
             legend_shown.add(state)
+        if clipped and y_range is not None:
+            fig.add_trace(_clipped_trace([_axis_x(t, name, positions) for t, _ in clipped], clipped, y_range,
+                                         [f"{name}={fmt_value(t.params[name])}<br>" for t, _ in clipped],
+                                         CLIPPED_NAME not in legend_shown), row=row, col=col)
+            legend_shown.add(CLIPPED_NAME)
         if col == 1:
             fig.update_yaxes(title_text="val accuracy", row=row, col=col)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
     fig.update_layout(height=320 * rows + 80, margin={"t": 80},
                       legend={"orientation": "h", "yref": "container", "y": 1, "yanchor": "top", "x": 0})
     return fig
@@ -219,17 +292,30 @@ def _parallel_figure(study: optuna.Study, trials: Sequence[FrozenTrial], searche
     return fig
 
 
-def _history_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go.Figure | str:
+def _history_figure(study: optuna.Study, trials: Sequence[FrozenTrial],
+                    y_range: tuple[float, float] | None = None) -> go.Figure | str:
+    clipped: list[tuple[FrozenTrial, float]] = []
     if any(t.state == TrialState.COMPLETE for t in trials):
         fig = optuna.visualization.plot_optimization_history(study, target=_target(study), target_name="val accuracy")
+        dots = next((d for d in fig.data if d.mode == "markers" and d.name == "val accuracy"), None)
+        if y_range is not None and dots is not None:  # Optuna's COMPLETE points below the range: drawn clipped
+            by_number = {t.number: t for t in trials}
+            kept = [(x, y) for x, y in zip(dots.x, dots.y, strict=True) if y >= y_range[0]]
+            clipped += [(by_number[x], y) for x, y in zip(dots.x, dots.y, strict=True) if y < y_range[0]]
+            dots.update(x=[x for x, _ in kept], y=[y for _, y in kept])
     else:
         fig = go.Figure()
         fig.update_layout(xaxis_title="Trial", yaxis_title="val accuracy")
-    pruned = [(t, s) for t, s in _points(trials) if t.state == TrialState.PRUNED]
+    pruned, below = _split([(t, s) for t, s in _points(trials) if t.state == TrialState.PRUNED], y_range)
     if pruned:
         fig.add_trace(go.Scatter(x=[t.number for t, _ in pruned], y=[s for _, s in pruned], mode="markers",
                                  marker=_marker(TrialState.PRUNED), name=_label(TrialState.PRUNED),
                                  hovertemplate="trial %{x}<br>best epoch %{y:.4f}<extra>PRUNED</extra>"))
+    clipped += below
+    if clipped and y_range is not None:
+        fig.add_trace(_clipped_trace([t.number for t, _ in clipped], clipped, y_range, [""] * len(clipped), True))
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
     fig.update_layout(title=None, height=420)
     return fig
 
@@ -271,7 +357,9 @@ def _importance_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go
                                                               target_name="val accuracy")
     except Exception as err:  # noqa: BLE001 - an estimate that cannot be made is a note, not a failed report
         return f"Parameter importances could not be estimated: {err}"
-    fig.update_layout(title=None, height=max(260, 60 + 40 * len(params)))
+    fig.update_layout(height=max(260, 60 + 40 * len(params)), title={
+        "text": f"from {len(complete)} COMPLETE trial{'s' if len(complete) != 1 else ''}", "font": {"size": 13},
+        "x": 0.01})
     return fig
 
 

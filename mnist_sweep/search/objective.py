@@ -14,12 +14,17 @@ A diverging run (non-finite loss) is *pruned* with its reason: divergence is a p
 config, and pruned trials still teach the sampler where not to go. A trial running past the
 sweep's ``trial_timeout`` fails with that reason (checked every compiled call of a few batches).
 Any other exception fails only its trial (the reason recorded) and the sweep goes on, except
-two that no next trial can escape: the storage giving up and a full disk, which the objective
-keeps as :attr:`Objective.fatal` for the sweep loop to stop on.
+two that no next trial can escape: the storage giving up and a full disk (``fatal``).
+
+The sweep loop and the objective exchange values: the loop hands each trial its
+:class:`TrialBudget` (deadline, target) and :meth:`Objective.run_trial` returns a
+:class:`TrialOutcome` (state, value, failure, fatal error); the objective keeps no state between
+trials. Called as Optuna's objective it runs each trial with no budget.
 
 Example:
     >>> objective = Objective(sweep, dataset)
     >>> study.optimize(objective, n_trials=3)
+    >>> outcome = objective.run_trial(study.ask(), TrialBudget(target_trials=20))
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import optuna
 
@@ -48,6 +54,34 @@ from mnist_sweep.sweep.params import suggest_params
 #: Called after each epoch with (trial, epoch index, epochs planned, metrics): live progress.
 TrialEpochHook = Callable[[optuna.Trial, int, int, dict[str, float]], None]
 
+#: How a trial ended: finished (``complete``), ``pruned`` (or diverged), crashed (``failed``),
+#: not run because the target was reached (``surplus``), stopped by a signal (``interrupted``),
+#: or stopped by an error no next trial can escape (``fatal``: the storage gave up, the disk is full).
+OutcomeState = Literal["complete", "pruned", "failed", "surplus", "interrupted", "fatal"]
+
+
+def never() -> bool:
+    """The default ``should_stop``: nothing asks the sweep to stop."""
+    return False
+
+
+@dataclass(frozen=True)
+class TrialBudget:
+    """What the sweep loop allows one trial.
+
+    ``deadline``: the ``time.monotonic()`` at which a running trial stops after its epoch (the
+    sweep's ``hard_timeout``), or None. ``target_trials``: a trial that starts after this many
+    others are already finished or running is surplus and does not run (exact targets with
+    parallel workers), or None (winner confirmation's re-runs count beyond the target).
+    """
+
+    deadline: float | None = None
+    target_trials: int | None = None
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed: no trial starts then."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -56,6 +90,33 @@ class Failure:
     trial: int
     reason: str
     traceback: str
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How one trial ended, as :meth:`Objective.run_trial` returns it to the sweep loop.
+
+    ``value`` is what Optuna is told for a ``complete`` trial; ``error`` what is raised to tell it
+    the others (pruned, failed...); ``failure`` the reason and traceback of a ``failed`` trial;
+    ``fatal`` the error that must stop the sweep (:class:`~mnist_sweep.errors.StorageUnavailable`,
+    or one made of a full disk).
+    """
+
+    trial: int
+    state: OutcomeState
+    value: float | tuple[float, ...] | None = None
+    error: BaseException | None = None
+    failure: Failure | None = None
+    fatal: StorageUnavailable | None = None
+
+    def result(self) -> float | tuple[float, ...]:
+        """The value for Optuna, or the trial's exception raised (Optuna's way to hear of a prune or a failure)."""
+        if self.error is None:
+            assert self.value is not None
+            return self.value
+        if self.state == "failed":
+            raise self.error from None  # its traceback is recorded on the trial already
+        raise self.error
 
 
 class SurplusTrial(Exception):
@@ -72,91 +133,75 @@ class Objective:
     Args:
         sweep: the validated sweep.
         dataset: train and validation arrays (the test arrays are never touched here).
-        target_trials: when set, a trial that starts after ``target_trials`` others are already
-            finished or running raises :class:`SurplusTrial` (exact targets with parallel workers).
         on_start: called with each trial as it starts (the CLI tracks the running trial).
         should_stop: asked after each epoch; ``True`` interrupts the trial (it is failed, not
             finished), so a stop signal whose exception was swallowed mid-epoch still stops it.
         on_epoch: called after each epoch (live progress).
         worker: recorded on each trial as the user attribute ``worker``.
 
-    ``failures_in_a_row`` counts this objective's trials that failed one after another (a trial
-    that finishes resets it; a surplus trial does not count), ``first_failure`` is the first of them.
-    ``current_trial`` is the trial running (or last run); ``fatal`` the error that must stop the
-    sweep (:class:`~mnist_sweep.errors.StorageUnavailable`, or one made of a full disk).
+    Nothing changes on the objective as trials run: :meth:`run_trial` takes the trial's budget and
+    returns its outcome.
     """
 
     def __init__(
         self,
         sweep: SweepConfig,
         dataset: Dataset,
-        target_trials: int | None = None,
         on_start: Callable[[optuna.Trial], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] = never,
         on_epoch: TrialEpochHook | None = None,
         worker: int = 0,
     ) -> None:
         self.sweep = sweep
         self.dataset = dataset
-        self.target_trials = target_trials
         self.on_start = on_start
         self.should_stop = should_stop
         self.on_epoch = on_epoch
         self.worker = worker
-        self.failures_in_a_row = 0
-        self.first_failure: Failure | None = None
-        self.deadline: float | None = None  # time.monotonic() at which running trials stop (hard_timeout)
-        self.current_trial: optuna.Trial | None = None
-        self.fatal: StorageUnavailable | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        self.current_trial = trial
+        """Optuna's objective: the trial with no budget; a prune or a failure is raised."""
+        return self.run_trial(trial, TrialBudget()).result()
+
+    def run_trial(self, trial: optuna.Trial, budget: TrialBudget) -> TrialOutcome:
+        """Train ``trial`` within ``budget``; returns how it ended (raises nothing it could classify)."""
         if self.on_start is not None:
             self.on_start(trial)
         try:
-            self._check_not_surplus(trial)
+            self._check_not_surplus(trial, budget.target_trials)
             trial.set_user_attr("worker", self.worker)
-            value = self._train(trial)
-        except SurplusTrial:
-            trial.set_user_attr("fail_reason", f"SurplusTrial: target of {self.target_trials} trials already "
+            value = self._train(trial, budget.deadline)
+        except SurplusTrial as err:
+            trial.set_user_attr("fail_reason", f"SurplusTrial: target of {budget.target_trials} trials already "
                                                "reached or running")
-            raise
-        except optuna.TrialPruned:
-            self.failures_in_a_row = 0
-            raise
+            return TrialOutcome(trial.number, "surplus", error=err)
+        except optuna.TrialPruned as err:
+            return TrialOutcome(trial.number, "pruned", error=err)
         except KeyboardInterrupt as err:
             trial.set_user_attr("fail_reason", f"interrupted ({type(err).__name__})")
-            raise
+            return TrialOutcome(trial.number, "interrupted", error=err)
         except StorageUnavailable as err:
-            self.fatal = err
-            raise
+            return TrialOutcome(trial.number, "fatal", error=err, fatal=err)
         except OSError as err:
             if err.errno != errno.ENOSPC:
-                raise self._failed(trial, err) from None
-            self.fatal = StorageUnavailable(f"the disk is full ({err.filename or 'writing a trial'}: {err.strerror}); "
-                                            "free some space and run the same command to resume")
-            raise
+                return self._failed(trial, err)
+            full = StorageUnavailable(f"the disk is full ({err.filename or 'writing a trial'}: {err.strerror}); "
+                                      "free some space and run the same command to resume")
+            return TrialOutcome(trial.number, "fatal", error=err, fatal=full)
         except Exception as err:
-            raise self._failed(trial, err) from None
-        self.failures_in_a_row = 0
-        if len(self.sweep.objectives) == 1:
-            return value
-        attrs = trial.user_attrs  # the costs this trial recorded, minimised beside its accuracy
-        return (value, *(float(attrs[name]) for name in self.sweep.objectives[1:]))
+            return self._failed(trial, err)
+        if len(self.sweep.objectives) > 1:
+            attrs = trial.user_attrs  # the costs this trial recorded, minimised beside its accuracy
+            return TrialOutcome(trial.number, "complete",
+                                value=(value, *(float(attrs[name]) for name in self.sweep.objectives[1:])))
+        return TrialOutcome(trial.number, "complete", value=value)
 
-    def _failed(self, trial: optuna.Trial, err: Exception) -> Exception:
-        """Record why ``trial`` failed (reason, traceback); returns ``err`` to raise."""
+    def _failed(self, trial: optuna.Trial, err: Exception) -> TrialOutcome:
+        """Record why ``trial`` failed (reason, traceback) on it; called while ``err`` is handled."""
         reason, trace = f"{type(err).__name__}: {err}"[:500], traceback.format_exc()[-4000:]
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("fail_traceback", trace)
-        if self.failures_in_a_row == 0:
-            self.first_failure = Failure(trial.number, reason, trace)
-        self.failures_in_a_row += 1
-        return err
-
-    def past_deadline(self) -> bool:
-        """Whether the sweep's hard_timeout has passed: no trial starts then."""
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return TrialOutcome(trial.number, "failed", error=err, failure=Failure(trial.number, reason, trace))
 
     def _timer(self, trial: optuna.Trial) -> Callable[[], None] | None:
         """The check of the sweep's ``trial_timeout`` for ``trial``: raises :class:`TrialTimeout` past it."""
@@ -171,16 +216,16 @@ class Objective:
 
         return check
 
-    def _check_not_surplus(self, trial: optuna.Trial) -> None:
-        if self.target_trials is None or CONFIRMS_ATTR in trial.user_attrs:  # re-runs count beyond the target
+    def _check_not_surplus(self, trial: optuna.Trial, target_trials: int | None) -> None:
+        if target_trials is None or CONFIRMS_ATTR in trial.user_attrs:  # re-runs count beyond the target
             return
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
         others = [t for t in trial.study.get_trials(deepcopy=False, states=states)
                   if t.number < trial.number and CONFIRMS_ATTR not in t.user_attrs]
-        if len(others) >= self.target_trials:
-            raise SurplusTrial(f"target of {self.target_trials} trials already reached or running")
+        if len(others) >= target_trials:
+            raise SurplusTrial(f"target of {target_trials} trials already reached or running")
 
-    def _train(self, trial: optuna.Trial) -> float:
+    def _train(self, trial: optuna.Trial, deadline: float | None) -> float:
         params = suggest_params(trial, self.sweep.space)
         ds = self.dataset
         batch_size, epochs = int(params["batch_size"]), int(params["epochs"])
@@ -189,7 +234,7 @@ class Objective:
             params,
             steps_per_epoch=max(1, len(ds.x_train) // batch_size),  # fit drops the partial batch
             steps_per_execution=self.sweep.training.steps_per_execution,
-            input_size=ds.x_train.shape[1], class_names=ds.class_names,
+            input_size=ds.x_train.shape[1], class_names=ds.class_names, preprocessing=ds.preprocessing,
         )
         n_params = count_params(model)
         trial.set_user_attr("n_params", n_params)
@@ -198,14 +243,14 @@ class Objective:
         single_objective = len(self.sweep.objectives) == 1
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
-            if self.should_stop is not None and self.should_stop():
+            if self.should_stop():
                 raise KeyboardInterrupt("stop requested")
             value = metrics["val_accuracy"]
             if math.isfinite(value) and single_objective:  # Optuna keeps no epochs of multi-objective trials
                 trial.report(value, step=epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, epochs, metrics)
-            if epoch + 1 < epochs and self.deadline is not None and time.monotonic() >= self.deadline:
+            if epoch + 1 < epochs and deadline is not None and time.monotonic() >= deadline:
                 trial.set_user_attr("fail_reason", f"stopped after epoch {epoch + 1}: the sweep's hard_timeout")
                 return True
             # the last epoch is paid for: keep it; an enqueued trial is a hand-picked config: run it whole

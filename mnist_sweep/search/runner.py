@@ -94,7 +94,7 @@ def run(
     from mnist_sweep._base.provenance import collect
     from mnist_sweep.data.dataset import load_dataset
     from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
-    from mnist_sweep.search.study import run_sweep
+    from mnist_sweep.search.study import LoopOptions, run_sweep
     from mnist_sweep.storage.rdb import redact
 
     url = storage_url(storage)
@@ -114,7 +114,6 @@ def run(
         if jobs > 1:
             study = _run_jobs(sweep, url, name, jobs, provenance, header, say)
         else:
-            say(header)
             freeze_long_lived_objects()
             epochs = EpochProgress(progress, out=out)
             running: dict[str, Any] = {}
@@ -124,10 +123,10 @@ def run(
                 epochs.start(trial)
 
             try:
-                study = run_sweep(
-                    sweep, url, study_name=name, dataset=dataset, worker=worker_id, provenance=provenance,
+                study = run_sweep(sweep, url, study_name=name, dataset=dataset, options=LoopOptions(
+                    worker=worker_id, provenance=provenance, on_open=lambda _: say(header),
                     on_trial=TrialLines(sweep.trials, out=out, before=epochs.clear) if shown else None,
-                    on_start=started, on_epoch=epochs.update, should_stop=stop.received)
+                    on_start=started, on_epoch=epochs.update, should_stop=stop.received))
                 if stop.received():
                     raise stop.exception()
             except KeyboardInterrupt as err:

@@ -1,10 +1,16 @@
-"""The bench's arithmetic (not its timings: benchmarks print figures, they are not timed tests)."""
+"""The bench's arithmetic (not its timings: benchmarks print figures, they are not timed tests), and
+that it writes only in scratch folders of its own."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
+from mnist_sweep.bench import suite
 from mnist_sweep.bench.flops import flop_bound_epoch_s, inference_flops_per_image, training_flops_per_image
+from mnist_sweep.bench.parallel import bench_parallel
 from mnist_sweep.bench.suite import TARGETS, format_table
 from mnist_sweep.model.factory import TUTORIAL_MODELS
 
@@ -41,6 +47,47 @@ def test_augmentation_probe_alternates_plain_and_augmented_epochs() -> None:
     assert figures["epoch_s"] == min(figures["epoch_seconds"][1:])
     assert figures["augmented_epoch_s"] == min(figures["augmented_epoch_seconds"][1:])
     assert 0 < figures["epoch_s"] < 60 and 0 < figures["augmented_epoch_s"] < 60
+
+
+def _nothing_left(cwd: Path, tmp: Path) -> None:
+    assert sorted(p.name for p in cwd.iterdir()) == []  # no studies/no-name-*/, studies/parallel/ ...
+    assert sorted(p.name for p in tmp.iterdir()) == []  # and the scratch folders are gone
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """An empty working directory and an empty temporary-files folder for the bench to run in."""
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return cwd, tmp
+
+
+def test_the_pruning_part_keeps_its_models_in_a_scratch_folder_it_removes(elsewhere, monkeypatch) -> None:
+    cwd, tmp = elsewhere
+    used: list[Path] = []
+    real = suite.keep_models_in
+
+    def keep_models_in(study, folder) -> None:
+        assert Path(folder).resolve().is_relative_to(tmp.resolve())
+        used.append(Path(folder))
+        real(study, folder)
+
+    monkeypatch.setattr(suite, "keep_models_in", keep_models_in)
+    # one 1-epoch trial per arm: each is COMPLETE, so each keeps a model (before: studies/no-name-*/ here)
+    out = suite.bench_pruning(fast=True, seeds=(0,), max_trials=1, epochs=1)
+    assert out["threshold"] == 0.955 and len(used) == 2
+    _nothing_left(cwd, tmp)
+
+
+@pytest.mark.slow
+def test_the_parallel_part_runs_its_sweeps_in_a_scratch_folder_it_removes(elsewhere) -> None:
+    cwd, tmp = elsewhere
+    out = bench_parallel(n_trials=2)  # two `run` processes (1 and 2 workers); before: studies/parallel/ here
+    assert out["trials_per_hour_1_worker"] > 0 and out["trials_per_hour_2_workers"] > 0
+    _nothing_left(cwd, tmp)
 
 
 def test_pair_ratios_leave_out_the_compiling_pair() -> None:

@@ -37,8 +37,10 @@ def _check_row(row, url: str, workers: int, trials_per_worker: int) -> None:
         assert {"worker", "n_params", "seconds_per_epoch", "epochs_run"} <= set(trial.user_attrs)
 
 
-def test_bench_measures_one_and_two_workers(pg_url: str) -> None:
+def test_bench_measures_one_and_two_workers(pg_url: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     result = bench_storage(pg_url, workers=(1, 2), trials_per_worker=3)
+    assert list(tmp_path.iterdir()) == []  # the workers ran in a scratch folder of their own
     assert [(r.label, r.workers) for r in result.scaling] == [("direct", 1), ("direct", 2)] and result.proxy == []
     for row in result.scaling:
         _check_row(row, pg_url, row.workers, 3)

@@ -112,7 +112,7 @@ def test_drawing_on_the_page_shows_a_prediction(server: str, tmp_path: Path) -> 
         page.mouse.up()
         page.wait_for_function("document.getElementById('prediction').textContent.length > 0", timeout=20000)
         shown = page.locator("#prediction").text_content()
-        assert shown in [str(d) for d in range(10)]
+        assert shown == "1", f"a drawn 1 read as {shown}"
         assert page.locator(".bar").count() == 10 and page.locator(".bar.top").count() == 1
         assert "% sure" in page.locator("#confidence").text_content()
         page.screenshot(path=str(tmp_path / "serve.png"))

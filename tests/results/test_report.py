@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from mnist_sweep._base.hosts import is_loopback
 from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
-from mnist_sweep.results.dashboard import serve
+from mnist_sweep.results.dashboard import serve_dashboard
 from mnist_sweep.results.figures import searched_axes
 from mnist_sweep.results.report import FIGURE_SECTIONS, SECTIONS, write_report
 from mnist_sweep.results.tables import trials_frame
@@ -229,7 +229,7 @@ def test_dashboard_port_in_use_is_input_error(study_url: str) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(InputError, match=r"cannot listen on 127\.0\.0\.1:\d+: port already in use"):
-            serve(study_url, port=busy.getsockname()[1])
+            serve_dashboard(study_url, port=busy.getsockname()[1])
 
 
 def test_only_loopback_hosts_count_as_safe() -> None:

@@ -14,7 +14,7 @@ from optuna.artifacts import get_all_artifact_meta
 
 import mnist_sweep as ms
 from mnist_sweep.search.kept_models import artifact_dir, kept_models, load_kept_model
-from mnist_sweep.search.study import run_sweep
+from mnist_sweep.search.study import LoopOptions, run_sweep
 from mnist_sweep.storage._optuna_internals import study_storage
 
 SPACE = {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64], "epochs": 3}
@@ -78,19 +78,19 @@ def test_an_interrupted_trial_keeps_nothing(tmp_path: Path, tiny_dataset, monkey
     stops = iter([False, False, True])  # asked before the trial, after epoch 1, after epoch 2: stop
     with pytest.raises(KeyboardInterrupt):
         run_sweep(_sweep(1, 3), f"sqlite:///{tmp_path / 'i.db'}", dataset=tiny_dataset,
-                  should_stop=lambda: next(stops, True))
+                  options=LoopOptions(should_stop=lambda: next(stops, True)))
     assert not (tmp_path / "studies").exists()
 
 
 def test_the_dashboard_serves_kept_models(kept_study: optuna.Study) -> None:
     import threading
 
-    from mnist_sweep.results.dashboard import serve
+    from mnist_sweep.results.dashboard import serve_dashboard
     from mnist_sweep.storage._optuna_internals import storage_url_of, study_id, trial_id
 
     url = storage_url_of(kept_study)
     port = free_port()
-    threading.Thread(target=serve, args=(url,), kwargs={"port": port, "out": open("/dev/null", "w")},
+    threading.Thread(target=serve_dashboard, args=(url,), kwargs={"port": port, "out": open("/dev/null", "w")},
                      daemon=True).start()
     kept = kept_models(kept_study)[0]
     sid = study_id(kept_study)
@@ -145,6 +145,15 @@ def test_an_ensemble_averages_its_members(kept_study: optuna.Study, tiny_dataset
     ensemble = _average([first, second], [1, 2])
     ensemble.save(tmp_path / "e.keras")
     np.testing.assert_allclose(load_model(tmp_path / "e.keras").predict(x, verbose=0), expected, rtol=1e-5)
+
+
+def test_build_final_returns_the_final_model_train_final_returns(kept_study: optuna.Study, tmp_path: Path) -> None:
+    final = ms.build_final(kept_study, tmp_path / "one", k=1)
+    assert type(final) is ms.FinalModel  # one result type for both ways to make the final model
+    assert final.members == [kept_models(kept_study)[0].trial] == final.metrics["members"]
+    assert final.directory == tmp_path / "one" and final.model_path.is_file() and final.metrics_path.is_file()
+    assert final.curves_path is None and final.test_loss is None and final.seconds > 0
+    assert final.test_accuracy == final.metrics["test_accuracy"]
 
 
 def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_dataset, capsys) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
+import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from mnist_sweep.search.progress import EpochProgress, format_duration
+from mnist_sweep.search.progress import EpochProgress, TrialLines, format_duration, print_summary, short_params
+from mnist_sweep.sweep.loader import load_sweep
+from mnist_sweep.sweep.params import suggest_params
+
+QUICK_AXES = ["hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate"]
 
 
 class _Clock:
@@ -84,3 +90,39 @@ def test_auto_mode_follows_the_output() -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(42, "42s"), (185, "3m05s"), (3720, "1h02m"), (-3, "0s")])
 def test_durations_read_like_a_clock(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def _shown(line: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in line.split(" | ", 1)[1].split())
+
+
+def test_a_finished_trials_line_shows_the_params_the_sweep_searches_not_its_constants() -> None:
+    sweep = load_sweep("quick")  # seven axes searched; the other ten params are the space's constants
+    study = optuna.create_study(direction="maximize")
+    for value in (0.9226, 0.9178):
+        trial = study.ask()
+        params = suggest_params(trial, sweep.space)
+        study.tell(trial, value)
+    out = io.StringIO()
+    lines = TrialLines(target=2, out=out)
+    for frozen in study.trials:
+        lines(study, frozen)
+    print_summary(study, 6.0, out)
+    text = out.getvalue().splitlines()
+    assert len(params) == 17 and {"activation", "deskew", "lr_schedule", "weight_decay"} <= set(params)
+    trial_lines, best_line = text[:2], text[-1]
+    for line, frozen in zip(trial_lines, study.trials, strict=True):
+        assert list(_shown(line)) == QUICK_AXES, line
+        assert _shown(line)["optimizer"] == frozen.params["optimizer"]
+        assert len(line) < 200, line  # was 300 characters with the constants
+    assert best_line.startswith("best trial 0: val_accuracy=0.9226 | ") and list(_shown(best_line)) == QUICK_AXES
+
+
+def test_short_params_drops_only_params_whose_distribution_holds_one_value() -> None:
+    params = {"units": 64, "activation": "relu", "epochs": 4, "dropout": 0.25, "lr": 0.00123456, "extra": 1}
+    distributions = {
+        "units": CategoricalDistribution([64, 128]), "activation": CategoricalDistribution(["relu"]),
+        "epochs": IntDistribution(4, 4), "dropout": FloatDistribution(0.25, 0.25), "lr": FloatDistribution(1e-4, 1e-1),
+    }
+    assert short_params(params, distributions) == "units=64 lr=0.00123 extra=1"  # no distribution: shown
+    assert short_params(params) == "units=64 activation=relu epochs=4 dropout=0.25 lr=0.00123 extra=1"

@@ -86,6 +86,33 @@ def test_studies_command_lists_counts_and_best(tmp_path, capsys) -> None:
     assert "listed: 1 complete, 1 fail; best 0.9700 (trial 0)" in capsys.readouterr().out
 
 
+def test_study_summaries_count_every_state_and_load_each_study_once(tmp_path, monkeypatch) -> None:
+    import mnist_sweep as ms
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    one = optuna.create_study(study_name="one", storage=url, direction="maximize")
+    for value in (0.91, 0.97, 0.93):
+        one.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    one.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
+    optuna.create_study(study_name="duo", storage=url, directions=["maximize", "minimize"])
+    loads: list[str] = []
+    real_load = optuna.load_study
+
+    def counted(*args, **kwargs):
+        loads.append(kwargs["study_name"])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "load_study", counted)
+    summaries = ms.study_summaries(url)
+    assert loads == ["duo", "one"]
+    assert summaries == [
+        ms.StudySummary("duo", {}, None, None, ["maximize", "minimize"]),
+        ms.StudySummary("one", {"COMPLETE": 3, "PRUNED": 1}, 1, 0.97, ["maximize"]),
+    ]
+    with pytest.raises(InputError, match="no such storage file"):
+        ms.study_summaries(f"sqlite:///{tmp_path / 'none.db'}")
+
+
 def test_schema_command_writes_the_shipped_schema(tmp_path) -> None:
     import json
 

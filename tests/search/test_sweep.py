@@ -12,7 +12,7 @@ import pytest
 from helpers import TINY_SWEEP
 
 from mnist_sweep.cli.main import main
-from mnist_sweep.search.study import run_sweep
+from mnist_sweep.search.study import LoopOptions, run_sweep
 from mnist_sweep.sweep.config import parse_sweep
 from mnist_sweep.sweep.loader import load_sweep
 
@@ -164,7 +164,7 @@ def test_stop_request_fails_the_running_trial_at_the_next_epoch(write_sweep, sql
         return len(asked) > 3  # once before the trial, then after epochs 1 and 2
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, sqlite_url, heartbeat=False, should_stop=stop_after_two_epochs)
+        run_sweep(sweep, sqlite_url, heartbeat=False, options=LoopOptions(should_stop=stop_after_two_epochs))
     (trial,) = _study(sqlite_url).trials
     assert trial.state.name == "FAIL" and trial.user_attrs["fail_reason"].startswith("interrupted")
     assert sorted(trial.intermediate_values) == [1, 2]
@@ -183,7 +183,7 @@ def test_memory_stays_flat_over_many_trials(tiny_dataset, tmp_path: Path) -> Non
                          "space": {**TINY_SWEEP["space"], "epochs": 1}}, "tiny.yaml")
     rss: list[float] = []
     run_sweep(sweep, f"sqlite:///{tmp_path / 'memory.db'}", dataset=tiny_dataset, heartbeat=False,
-              on_trial=lambda study, trial: rss.append(_rss_mib()))
+              options=LoopOptions(on_trial=lambda study, trial: rss.append(_rss_mib())))
     warm, last = rss[7], rss[-1]  # after the first trials every shape and kernel has been seen
     print(f"RSS after trial 8: {warm:.0f} MiB, after trial 24: {last:.0f} MiB")
     assert last - warm < MEMORY_GROWTH_MIB, rss

@@ -23,8 +23,19 @@ from mnist_sweep.search.workers import cpu_shares
 ])
 def test_cores_are_split_into_disjoint_runs_that_use_every_core(jobs, cpus, shares) -> None:
     assert cpu_shares(jobs, cpus) == shares
-    if shares:
-        assert sorted(c for share in shares for c in share) == cpus
+
+
+@pytest.mark.parametrize("n_cpus", range(1, 17))
+def test_every_split_that_fits_uses_each_core_once_in_runs_of_near_equal_size(n_cpus: int) -> None:
+    cpus = list(range(100, 100 + 2 * n_cpus, 2))  # not 0..n-1, and not consecutive numbers
+    assert cpu_shares(0, cpus) is None
+    for jobs in range(1, n_cpus + 3):
+        shares = cpu_shares(jobs, cpus)
+        if jobs > n_cpus:
+            assert shares is None  # more workers than cores: they share every core
+            continue
+        assert shares is not None and len(shares) == jobs and all(shares)
+        assert [c for share in shares for c in share] == cpus  # each core once, in order: runs of neighbours
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
