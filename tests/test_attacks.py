@@ -53,7 +53,7 @@ def _files(root: Path) -> set[Path]:
 @pytest.fixture(scope="module")
 def tiny_url(tmp_path_factory: pytest.TempPathFactory, tiny_dataset) -> str:
     """One real tiny study ("tiny", 1 trial) in a fresh SQLite; tests copy it under other names."""
-    from mnist_sweep.search.study import run_sweep
+    from mnist_sweep.search.loop import run_sweep
     from mnist_sweep.sweep.config import parse_sweep
 
     url = f"sqlite:///{tmp_path_factory.mktemp('attacks') / 'studies.db'}"

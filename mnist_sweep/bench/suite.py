@@ -49,7 +49,7 @@ from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.model.factory import TUTORIAL_MODELS
 from mnist_sweep.results.anytime import Crossing, best_so_far, first_crossing, first_reach
 from mnist_sweep.search.objective import Objective
-from mnist_sweep.search.study import make_pruner, make_sampler
+from mnist_sweep.search.samplers import make_pruner, make_sampler
 from mnist_sweep.sweep.config import parse_sweep
 from mnist_sweep.sweep.loader import load_sweep
 

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import math
-import statistics
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -37,10 +36,19 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from mnist_sweep.results.accuracy_axis import (
+    CLIPPED_NAME,
+    STATE_STYLE,
+    accuracy_range,
+    clipped_trace,
+    scored_points,
+    split_clipped,
+    state_label,
+    state_marker,
+)
 from mnist_sweep.results.anytime import best_so_far, curve_origin, first_reach
-from mnist_sweep.results.tables import trial_score
+from mnist_sweep.results.curves import PALETTE, confirmation_figure, curves_figure
 from mnist_sweep.results.tradeoffs import cost_figure
-from mnist_sweep.search.confirmation import config_groups
 from mnist_sweep.sweep.goals import accuracy_of, is_multi_objective
 
 #: Figure key -> heading, in page order.
@@ -75,21 +83,7 @@ CAPTIONS = {
             "and its median seconds per epoch; the red steps are the Pareto fronts (no trial is both more accurate "
             "and cheaper). `final --max-params N` / `--max-latency-ms MS` builds the best model within a budget.",
 }
-CURVE_TRIALS = 5
 ANYTIME_THRESHOLDS = (0.95, 0.98, 0.985, 0.99)
-
-_STYLE = {
-    TrialState.COMPLETE: {"color": "#1f77b4", "symbol": "circle", "size": 8, "opacity": 0.85},
-    TrialState.PRUNED: {"color": "#ff7f0e", "symbol": "x", "size": 8, "opacity": 0.85},
-    TrialState.FAIL: {"color": "#d62728", "symbol": "diamond-open", "size": 9, "opacity": 0.9},
-}
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-
-#: The marker of a trial below a validation-accuracy axis's range, drawn on the bottom edge.
-CLIPPED_SYMBOL = "triangle-down"
-CLIPPED_NAME = "below the axis (value on hover)"
-_MIN_RANGE_TRIALS = 3  # fewer COMPLETE trials than this: plotly's own range
-
 
 def searched_axes(trials: Sequence[FrozenTrial]) -> list[str]:
     """Params that take more than one value across ``trials``, in the sweep's axis order.
@@ -100,36 +94,6 @@ def searched_axes(trials: Sequence[FrozenTrial]) -> list[str]:
     for t in trials:
         order.update(dict.fromkeys(t.params))
     return [p for p in order if len({repr(t.params[p]) for t in trials if p in t.params}) > 1]
-
-
-def accuracy_range(trials: Sequence[FrozenTrial]) -> tuple[float, float] | None:
-    """The y-range of the validation-accuracy axes (per-axis panels, history): where the choices are made.
-
-    From the lowest COMPLETE trial that is not a low outlier (not below Tukey's fence, Q1 - 1.5 IQR
-    of the COMPLETE trials' accuracies) to the highest point drawn, each with a margin of 8% of that
-    span (at least 0.002). None (plotly's own range) with fewer than 3 COMPLETE trials, or when no
-    drawn point falls below: then every point fits anyway.
-
-    Example:
-        >>> accuracy_range(study.trials)    # COMPLETE trials at 0.97-0.99, one pruned at 0.35
-        (0.9684, 0.9916)
-    """
-    points = [s for t, s in _points(trials) if t.state in _STYLE]
-    complete = sorted(s for t, s in _points(trials) if t.state == TrialState.COMPLETE)
-    if len(complete) < _MIN_RANGE_TRIALS:
-        return None
-    q1, _, q3 = statistics.quantiles(complete, n=4, method="inclusive")
-    low = min(s for s in complete if s >= q1 - 1.5 * (q3 - q1))
-    high = max(points)
-    margin = max(0.08 * (high - low), 0.002)
-    if min(points) >= low - margin:
-        return None
-    return low - margin, high + margin
-
-
-def _clipped_y(floor: float, high: float) -> float:
-    """Where a point below the range is drawn: just above the bottom edge, so the whole marker shows."""
-    return floor + 0.02 * (high - floor)
 
 
 def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
@@ -148,7 +112,7 @@ def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
         "history": _history_figure(study, trials, y_range),
         "anytime": _anytime_figure(trials),
         "importance": _importance_figure(study, trials),
-        "curves": _curves_figure(trials),
+        "curves": curves_figure(trials),
         "cost": cost_figure(trials),
         "confirm": confirmation_figure(trials),
     }
@@ -185,42 +149,9 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-def _points(trials: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
-    return [(t, s) for t in trials if (s := trial_score(t)) is not None]
-
-
-def _marker(state: TrialState) -> dict[str, Any]:
-    style = _STYLE[state]
-    return {"color": style["color"], "symbol": style["symbol"], "size": style["size"], "opacity": style["opacity"]}
-
-
-def _label(state: TrialState) -> str:
-    return "COMPLETE" if state == TrialState.COMPLETE else f"{state.name} (best epoch)"
-
-
-def _split(group: list[tuple[FrozenTrial, float]], y_range: tuple[float, float] | None
-           ) -> tuple[list[tuple[FrozenTrial, float]], list[tuple[FrozenTrial, float]]]:
-    """``group`` as (points within ``y_range``, points below it)."""
-    if y_range is None:
-        return group, []
-    return [(t, s) for t, s in group if s >= y_range[0]], [(t, s) for t, s in group if s < y_range[0]]
-
-
-def _clipped_trace(xs: list[Any], clipped: list[tuple[FrozenTrial, float]], y_range: tuple[float, float],
-                   detail: list[str], showlegend: bool) -> go.Scatter:
-    """Points below ``y_range``: triangles on its bottom edge, in their state's colour, their value on hover."""
-    return go.Scatter(
-        x=xs, y=[_clipped_y(*y_range)] * len(clipped), mode="markers", name=CLIPPED_NAME, legendgroup="clipped",
-        showlegend=showlegend, cliponaxis=False,
-        marker={"symbol": CLIPPED_SYMBOL, "size": 10, "color": [_STYLE[t.state]["color"] for t, _ in clipped]},
-        customdata=[[t.number, s, t.state.name, d] for (t, s), d in zip(clipped, detail, strict=True)],
-        hovertemplate="trial %{customdata[0]} %{customdata[2]}<br>%{customdata[3]}"
-                      "val_accuracy=%{customdata[1]:.4f} (below the axis)<extra></extra>")
-
-
 def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str],
                  y_range: tuple[float, float] | None = None) -> go.Figure | str:
-    points = _points(trials)
+    points = scored_points(trials)
     if not searched:
         return "No axis varies across the trials: nothing to plot against."
     cols = min(3, len(searched))
@@ -247,21 +178,22 @@ def _axes_figure(trials: Sequence[FrozenTrial], searched: list[str],
                 fig.update_xaxes(type="log", row=row, col=col)
             elif isinstance(dist, IntDistribution) and (dist.high - dist.low) / dist.step <= 12:
                 fig.update_xaxes(dtick=dist.step, row=row, col=col)
-        drawn, clipped = _split([(t, s) for t, s in mine if t.state in _STYLE], y_range)
-        for state in _STYLE:
+        drawn, clipped = split_clipped([(t, s) for t, s in mine if t.state in STATE_STYLE], y_range)
+        for state in STATE_STYLE:
             group = [(t, s) for t, s in drawn if t.state == state]
             if not group:
                 continue
             fig.add_trace(go.Scatter(
                 x=[_axis_x(t, name, positions) for t, _ in group], y=[s for _, s in group], mode="markers",
-                marker=_marker(state), name=_label(state), legendgroup=state.name, showlegend=state not in legend_shown,
+                marker=state_marker(state), name=state_label(state), legendgroup=state.name,
+                showlegend=state not in legend_shown,
                 customdata=[[t.number, fmt_value(t.params[name])] for t, _ in group],
                 hovertemplate=f"trial %{{customdata[0]}}<br>{name}=%{{customdata[1]}}<br>"
                               "val_accuracy=%{y:.4f}<extra>" + state.name + "</extra>"),
                 row=row, col=col)
             legend_shown.add(state)
         if clipped and y_range is not None:
-            fig.add_trace(_clipped_trace([_axis_x(t, name, positions) for t, _ in clipped], clipped, y_range,
+            fig.add_trace(clipped_trace([_axis_x(t, name, positions) for t, _ in clipped], clipped, y_range,
                                          [f"{name}={fmt_value(t.params[name])}<br>" for t, _ in clipped],
                                          CLIPPED_NAME not in legend_shown), row=row, col=col)
             legend_shown.add(CLIPPED_NAME)
@@ -306,14 +238,14 @@ def _history_figure(study: optuna.Study, trials: Sequence[FrozenTrial],
     else:
         fig = go.Figure()
         fig.update_layout(xaxis_title="Trial", yaxis_title="val accuracy")
-    pruned, below = _split([(t, s) for t, s in _points(trials) if t.state == TrialState.PRUNED], y_range)
+    pruned, below = split_clipped([(t, s) for t, s in scored_points(trials) if t.state == TrialState.PRUNED], y_range)
     if pruned:
         fig.add_trace(go.Scatter(x=[t.number for t, _ in pruned], y=[s for _, s in pruned], mode="markers",
-                                 marker=_marker(TrialState.PRUNED), name=_label(TrialState.PRUNED),
+                                 marker=state_marker(TrialState.PRUNED), name=state_label(TrialState.PRUNED),
                                  hovertemplate="trial %{x}<br>best epoch %{y:.4f}<extra>PRUNED</extra>"))
     clipped += below
     if clipped and y_range is not None:
-        fig.add_trace(_clipped_trace([t.number for t, _ in clipped], clipped, y_range, [""] * len(clipped), True))
+        fig.add_trace(clipped_trace([t.number for t, _ in clipped], clipped, y_range, [""] * len(clipped), True))
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
     fig.update_layout(title=None, height=420)
@@ -330,7 +262,7 @@ def _anytime_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
     xs = [p.seconds / 60 for p in curve] + [end / 60]
     ys = [p.value for p in curve] + [curve[-1].value]
     fig = go.Figure(go.Scatter(
-        x=xs, y=ys, mode="lines+markers", line={"shape": "hv", "color": _PALETTE[0]},
+        x=xs, y=ys, mode="lines+markers", line={"shape": "hv", "color": PALETTE[0]},
         marker={"size": [7] * len(curve) + [0]}, name="best so far",
         customdata=[[p.trial, p.epoch] for p in curve] + [[curve[-1].trial, curve[-1].epoch]],
         hovertemplate="%{x:.1f} min: %{y:.4f}<br>trial %{customdata[0]}, epoch %{customdata[1]}<extra></extra>"))
@@ -363,49 +295,3 @@ def _importance_figure(study: optuna.Study, trials: Sequence[FrozenTrial]) -> go
     return fig
 
 
-def _finite(values: Sequence[Any]) -> list[float | None]:
-    return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
-
-
-def _curves_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
-    ranked = sorted(((t, s) for t, s in _points(trials) if t.user_attrs.get("history")),
-                    key=lambda ts: (-ts[1], ts[0].number))[:CURVE_TRIALS]
-    if not ranked:
-        return "No trial recorded per-epoch metrics."
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.08)
-    for i, (trial, score) in enumerate(ranked):
-        history, color = trial.user_attrs["history"], _PALETTE[i % len(_PALETTE)]
-        label = f"trial {trial.number} ({score:.4f}{'' if trial.state == TrialState.COMPLETE else ', pruned'})"
-        for col, metric in ((1, "accuracy"), (2, "loss")):
-            for prefix, dash in (("val_", "solid"), ("", "dot")):
-                values = _finite(history.get(prefix + metric, []))
-                fig.add_trace(go.Scatter(
-                    x=list(range(1, len(values) + 1)), y=values, mode="lines+markers",
-                    line={"color": color, "dash": dash}, marker={"size": 5}, legendgroup=str(trial.number),
-                    name=label, showlegend=col == 1 and prefix == "val_",
-                    hovertemplate=f"trial {trial.number} {'validation' if prefix else 'train'} {metric}"
-                                  "<br>epoch %{x}: %{y:.4f}<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_layout(height=440)
-    return fig
-
-
-def confirmation_figure(trials: Sequence[FrozenTrial]) -> go.Figure | str:
-    """Each confirmed config's runs (dots) with their mean and standard deviation (bars), best first."""
-    groups = [g for g in config_groups(trials) if g.runs > 1]
-    if not groups:
-        return "No config was re-run with other seeds (the sweep's confirm.top is 0, or its search has not ended)."
-    labels = [f"trial {g.trial}" for g in groups]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=labels, y=[g.mean for g in groups], mode="markers", name="mean ± std",
-        marker={"symbol": "line-ew-open", "size": 28, "color": "#d62728"},
-        error_y={"type": "data", "array": [g.std for g in groups], "visible": True},
-        hovertemplate="%{x}: mean %{y:.4f}<extra></extra>"))
-    fig.add_trace(go.Scatter(
-        x=[label for label, g in zip(labels, groups, strict=True) for _ in g.values],
-        y=[v for g in groups for v in g.values], mode="markers", name="one run (seed)",
-        customdata=[n for g in groups for n in g.numbers], marker={"color": "#1f77b4", "size": 8, "opacity": 0.8},
-        hovertemplate="trial %{customdata}: %{y:.4f}<extra></extra>"))
-    fig.update_layout(height=380, xaxis_title="config (its first trial)", yaxis_title="val accuracy")
-    return fig

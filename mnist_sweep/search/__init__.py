@@ -6,18 +6,17 @@ from __future__ import annotations
 
 from mnist_sweep.search.confirmation import chosen_trial, config_groups, trial_rank
 from mnist_sweep.search.kept_models import KeptModel, kept_models, load_kept_model
+from mnist_sweep.search.loop import LoopOptions, run_sweep
 from mnist_sweep.search.objective import Objective, TrialBudget, TrialOutcome
 from mnist_sweep.search.runner import run
 from mnist_sweep.search.samplers import make_pruner, make_sampler
 from mnist_sweep.search.study import (
     DONE_STATES,
-    LoopOptions,
     StudySummary,
     count_states,
     list_studies,
     load_study,
     open_study,
-    run_sweep,
     study_summaries,
 )
 from mnist_sweep.search.workers import default_worker_id, run_workers

@@ -1,7 +1,7 @@
 """``run``: a whole sweep as one call, the same path for ``python -m mnist_sweep run`` and a notebook.
 
 :func:`run` does everything a sweep needs around the sweep loop
-(:func:`mnist_sweep.search.study.run_sweep`): it prepares the process (the fast Keras backend where
+(:func:`mnist_sweep.search.loop.run_sweep`): it prepares the process (the fast Keras backend where
 installed, JAX's compilation cache, thread pools, log levels), loads the data once, records the
 study's provenance, shows progress (a line per trial, live epochs), stops cleanly on Ctrl-C or
 SIGTERM (the running trial failed, nothing left RUNNING) and, with ``jobs > 1``, runs that many
@@ -93,8 +93,8 @@ def run(
 
     from mnist_sweep._base.provenance import collect
     from mnist_sweep.data.dataset import load_dataset
+    from mnist_sweep.search.loop import LoopOptions, run_sweep
     from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
-    from mnist_sweep.search.study import LoopOptions, run_sweep
     from mnist_sweep.storage.rdb import redact
 
     url = storage_url(storage)

@@ -3,7 +3,7 @@
 ``run --jobs N`` (:func:`mnist_sweep.run` with ``jobs=N``) validates the sweep and the data,
 creates the study once (so enqueued trials are enqueued once), then starts N ``python -m
 mnist_sweep worker`` processes on the same storage and study. Each worker runs the ordinary
-sweep loop (:func:`mnist_sweep.search.study.run_sweep`): it counts COMPLETE + PRUNED + RUNNING trials
+sweep loop (:func:`mnist_sweep.search.loop.run_sweep`): it counts COMPLETE + PRUNED + RUNNING trials
 in the storage before every trial, so the target is met exactly across workers. This module
 starts the workers, prefixes each output line with the worker's id, forwards SIGINT and SIGTERM
 to them and waits for them.

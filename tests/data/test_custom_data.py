@@ -122,7 +122,7 @@ def test_five_classes_of_14_by_14_end_to_end(tmp_path: Path, mnist_sample, write
 
 
 def test_a_study_does_not_resume_on_other_data(tmp_path: Path, mnist_sample, tiny_dataset) -> None:
-    from mnist_sweep.search.study import run_sweep
+    from mnist_sweep.search.loop import run_sweep
 
     x, y = mnist_sample
     np.savez(tmp_path / "a.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:400], y_test=y[300:400])

@@ -7,7 +7,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from mnist_sweep.results.figures import CLIPPED_SYMBOL, accuracy_range, report_figures
+from mnist_sweep.results.accuracy_axis import CLIPPED_SYMBOL, accuracy_range
+from mnist_sweep.results.figures import report_figures
 
 DISTRIBUTIONS = {"units": CategoricalDistribution([64, 128]), "learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
                  "activation": CategoricalDistribution(["relu"])}

@@ -28,7 +28,8 @@ from mnist_sweep.results.dashboard import serve_dashboard
 from mnist_sweep.results.figures import searched_axes
 from mnist_sweep.results.report import FIGURE_SECTIONS, SECTIONS, write_report
 from mnist_sweep.results.tables import trials_frame
-from mnist_sweep.search.study import load_study, run_sweep
+from mnist_sweep.search.loop import run_sweep
+from mnist_sweep.search.study import load_study
 from mnist_sweep.sweep.config import parse_sweep
 
 PRUNED_CURVE = {1: 0.31, 2: 0.42}

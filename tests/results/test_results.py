@@ -17,7 +17,7 @@ from mnist_sweep._base.files import atomic_path
 from mnist_sweep.cli.main import main
 from mnist_sweep.errors import InputError
 from mnist_sweep.results.export import export_best
-from mnist_sweep.search.study import run_sweep
+from mnist_sweep.search.loop import run_sweep
 from mnist_sweep.storage.rdb import redact
 from mnist_sweep.sweep.config import SweepConfig, parse_sweep
 from mnist_sweep.sweep.loader import load_sweep

@@ -13,7 +13,7 @@ import mnist_sweep as ms
 from mnist_sweep.cli.main import main
 from mnist_sweep.search.confirmation import CONFIRMS_ATTR, config_groups
 from mnist_sweep.search.kept_models import kept_models
-from mnist_sweep.search.study import run_sweep
+from mnist_sweep.search.loop import run_sweep
 
 SWEEP = {**TINY_SWEEP, "name": "conf", "trials": 3, "confirm": {"top": 2, "seeds": 2}, "keep": {"models": 3},
          "space": {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64]}}

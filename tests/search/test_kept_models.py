@@ -14,7 +14,7 @@ from optuna.artifacts import get_all_artifact_meta
 
 import mnist_sweep as ms
 from mnist_sweep.search.kept_models import artifact_dir, kept_models, load_kept_model
-from mnist_sweep.search.study import LoopOptions, run_sweep
+from mnist_sweep.search.loop import LoopOptions, run_sweep
 from mnist_sweep.storage._optuna_internals import study_storage
 
 SPACE = {**TINY_SWEEP["space"], "hidden_layers": 1, "units": [16, 32, 64], "epochs": 3}

@@ -12,7 +12,7 @@ import pytest
 from helpers import TINY_SWEEP
 
 from mnist_sweep.cli.main import main
-from mnist_sweep.search.study import LoopOptions, run_sweep
+from mnist_sweep.search.loop import LoopOptions, run_sweep
 from mnist_sweep.sweep.config import parse_sweep
 from mnist_sweep.sweep.loader import load_sweep
 

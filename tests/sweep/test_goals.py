@@ -10,7 +10,7 @@ from helpers import TINY_SWEEP
 
 import mnist_sweep as ms
 from mnist_sweep.cli.main import main
-from mnist_sweep.search.study import run_sweep
+from mnist_sweep.search.loop import run_sweep
 from mnist_sweep.sweep.goals import accuracy_of, best_trial
 
 SWEEP = {**TINY_SWEEP, "name": "duo", "trials": 4, "objectives": ["val_accuracy", "n_params"],
