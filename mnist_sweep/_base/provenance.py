@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from mnist_sweep._base.settings import cpu_count
 from mnist_sweep.errors import InputError
+from mnist_sweep.version import __version__
 
 _VERSIONED = ("keras", "jax", "jaxlib", "tensorflow", "optuna", "numpy", "pandas", "plotly")
 
@@ -145,7 +147,6 @@ def _splits_of(record: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 @functools.cache
 def code_info() -> dict[str, Any]:
     """The package version, and the git commit (with a dirty flag) when it runs from a checkout."""
-    from mnist_sweep.version import __version__
 
     info: dict[str, Any] = {"version": __version__}
     root = Path(__file__).resolve().parents[2]
@@ -164,7 +165,6 @@ def code_info() -> dict[str, Any]:
 @functools.cache
 def machine_info() -> dict[str, Any]:
     """CPU model, cores this process may use, the OS and the architecture."""
-    from mnist_sweep._base.settings import cpu_count
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -37,8 +37,17 @@ import optuna
 
 from mnist_sweep._base.files import atomic_path, write_text_atomic
 from mnist_sweep._base.paths import study_dir
+from mnist_sweep._base.provenance import check_same_data, collect
+from mnist_sweep._base.settings import prepare_process
+from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError
 from mnist_sweep.final.result import FinalModel
+from mnist_sweep.model.factory import count_params
+from mnist_sweep.model.latency import measure_inference
+from mnist_sweep.model.saving import class_names, preprocessing
+from mnist_sweep.search.confirmation import trial_rank
+from mnist_sweep.search.kept_models import kept_models, load_kept_model
+from mnist_sweep.sweep.config import DataConfig
 
 
 def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: int | None = None, *,
@@ -61,14 +70,6 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
         >>> build_final(study, max_params=300_000).metrics["n_params"] <= 300_000
         True
     """
-    from mnist_sweep._base.provenance import check_same_data, collect
-    from mnist_sweep._base.settings import prepare_process
-    from mnist_sweep.data.dataset import load_dataset
-    from mnist_sweep.model.factory import count_params
-    from mnist_sweep.model.latency import measure_inference
-    from mnist_sweep.search.confirmation import trial_rank
-    from mnist_sweep.search.kept_models import kept_models, load_kept_model
-    from mnist_sweep.sweep.config import DataConfig
 
     started = time.perf_counter()
     if k is not None and k < 1:
@@ -161,7 +162,6 @@ def _average(members: list[Any], trials: list[int]) -> Any:
     import keras
 
     from mnist_sweep.model.layers import ClassNames
-    from mnist_sweep.model.saving import class_names, preprocessing
 
     inputs = keras.Input(shape=members[0].input_shape[1:])
     for member, trial in zip(members, trials, strict=True):

@@ -32,15 +32,19 @@ from typing import Any
 
 from mnist_sweep._base.files import atomic_path, write_text_atomic
 from mnist_sweep._base.paths import study_dir
+from mnist_sweep._base.provenance import check_same_data, collect
+from mnist_sweep._base.settings import prepare_process
+from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError
 from mnist_sweep.final.result import FinalModel
-from mnist_sweep.model.training import EpochHook
+from mnist_sweep.model.factory import build_model, count_params
+from mnist_sweep.model.training import EpochHook, fit, fresh_keras
 from mnist_sweep.sweep.config import SweepConfig, parse_sweep
+from mnist_sweep.sweep.loader import load_sweep
 from mnist_sweep.sweep.params import fixed_params
 
 
 def _as_sweep(config: str | Path | Mapping[str, Any] | SweepConfig) -> tuple[SweepConfig, str]:
-    from mnist_sweep.sweep.loader import load_sweep
 
     if isinstance(config, SweepConfig):
         return config, f"config '{config.name}'"
@@ -92,14 +96,9 @@ def train_final(
     if model_path.suffix != ".keras":
         raise InputError(f"{model_path}: the model file must end in .keras (Keras 3's format)")
 
-    from mnist_sweep._base.settings import prepare_process
 
     backend = prepare_process(sweep.training.backend)
 
-    from mnist_sweep._base.provenance import check_same_data, collect
-    from mnist_sweep.data.dataset import load_dataset
-    from mnist_sweep.model.factory import build_model, count_params
-    from mnist_sweep.model.training import fit, fresh_keras
 
     dataset = load_dataset(sweep.data, source=data)
     if sweep.source is not None and (data is None or data == sweep.data.source):  # --data DIR: other data on purpose

@@ -35,8 +35,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from mnist_sweep.data.images import ImageTooLarge
+from mnist_sweep._base.hosts import allowed_hosts, is_loopback
+from mnist_sweep.data.images import ImageTooLarge, open_image
 from mnist_sweep.errors import InputError
+from mnist_sweep.final.predict import predict
+from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body up to this is read and dropped, so the client sees the 413
@@ -46,7 +49,6 @@ class ModelApp:
     """The model behind the page: classifies one image's bytes at a time."""
 
     def __init__(self, model_path: str | Path) -> None:
-        from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 
         self.path = Path(model_path)
         self.model = load_model(self.path)
@@ -67,8 +69,6 @@ class ModelApp:
             ImageTooLarge: over :data:`~mnist_sweep.final.predict.MAX_IMAGE_PIXELS` (refused before decoding).
             InputError: the bytes are not an image Pillow can read, or it is blank.
         """
-        from mnist_sweep.data.images import open_image
-        from mnist_sweep.final.predict import predict
 
         picture = open_image(io.BytesIO(data))  # ImageTooLarge over the pixel limit, before decoding
         with self.lock:
@@ -82,7 +82,6 @@ def make_model_server(model_path: str | Path, host: str = "127.0.0.1", port: int
     Raises:
         InputError: the model cannot be loaded, or the address cannot be bound.
     """
-    from mnist_sweep._base.hosts import allowed_hosts
 
     app = ModelApp(model_path)
     handler = type("Handler", (_Handler,), {"app": app, "max_bytes": max_bytes, "hosts": frozenset()})
@@ -105,7 +104,6 @@ def serve_model(model_path: str | Path, host: str = "127.0.0.1", port: int = 800
     Raises:
         InputError: the model cannot be loaded, or the address cannot be bound.
     """
-    from mnist_sweep._base.hosts import is_loopback
 
     server = make_model_server(model_path, host, port, max_bytes)
     app = server.RequestHandlerClass.app

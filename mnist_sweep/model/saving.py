@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mnist_sweep._base.settings import use_backend
 from mnist_sweep.errors import InputError
 
 
@@ -20,7 +21,6 @@ def load_model(path: str | Path) -> Any:
         raise InputError(f"{path}: not a .keras model file (want the model.keras that 'train' saves)")
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
-    from mnist_sweep._base.settings import use_backend
 
     use_backend("auto")  # a fresh process (a notebook that only predicts) gets the fast backend too
     import keras

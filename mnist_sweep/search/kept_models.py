@@ -35,6 +35,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from mnist_sweep._base.files import atomic_path
 from mnist_sweep._base.paths import study_dir
+from mnist_sweep.model.saving import load_model
 
 REGISTRY_ATTR = "kept_models"
 DIR_ATTR = "artifact_dir"
@@ -176,7 +177,6 @@ def load_kept_model(study: optuna.Study, trial_number: int) -> Any:
     Raises:
         KeyError: that trial has no kept model.
     """
-    from mnist_sweep.model.saving import load_model
 
     entry = {m.trial: m for m in kept_models(study)}[trial_number]
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:

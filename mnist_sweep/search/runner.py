@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 import optuna
 
 from mnist_sweep._base.paths import storage_url
+from mnist_sweep._base.provenance import collect
 from mnist_sweep._base.settings import (
     format_cpu_list,
     freeze_long_lived_objects,
@@ -35,8 +37,16 @@ from mnist_sweep._base.settings import (
     prepare_process,
 )
 from mnist_sweep._base.signals import StopSignals
+from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, SweepInterrupted
+from mnist_sweep.search.loop import LoopOptions, run_sweep
+from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
+from mnist_sweep.search.study import DONE_STATES, open_study
+from mnist_sweep.search.workers import cpu_shares, run_workers, thread_share, worker_argv
+from mnist_sweep.storage._optuna_internals import fail_if_running
+from mnist_sweep.storage.rdb import open_storage, redact
 from mnist_sweep.sweep.config import SweepConfig
+from mnist_sweep.sweep.loader import load_sweep
 
 
 def run(
@@ -81,7 +91,6 @@ def run(
         StorageUnavailable: the storage stopped answering for longer than ``sweep.storage_retry``
             (or its disk is full) while the sweep ran; the same call resumes once it is back.
     """
-    from mnist_sweep.sweep.loader import load_sweep
 
     sweep = sweep if isinstance(sweep, SweepConfig) else load_sweep(sweep)
     if cpus:
@@ -91,11 +100,6 @@ def run(
         limit_threads(threads)
     backend = prepare_process(sweep.training.backend, threads)
 
-    from mnist_sweep._base.provenance import collect
-    from mnist_sweep.data.dataset import load_dataset
-    from mnist_sweep.search.loop import LoopOptions, run_sweep
-    from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
-    from mnist_sweep.storage.rdb import redact
 
     url = storage_url(storage)
     name = study_name or sweep.name
@@ -149,10 +153,7 @@ def _printer(out: TextIO | None, enabled: bool) -> Any:
 def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopSignals, name: str,
                  url: str) -> SweepInterrupted:
     """Make sure the running trial is failed (Optuna does it, unless the signal came mid-I/O)."""
-    import signal
 
-    from mnist_sweep.storage._optuna_internals import fail_if_running
-    from mnist_sweep.storage.rdb import redact
 
     study = None
     if trial is not None:
@@ -169,9 +170,6 @@ def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopS
 def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: dict[str, Any], header: str,
               say: Any) -> optuna.Study:
     """Create the study once, then run ``jobs`` worker processes on it and wait for them."""
-    from mnist_sweep.search.study import DONE_STATES, open_study
-    from mnist_sweep.search.workers import cpu_shares, run_workers, thread_share, worker_argv
-    from mnist_sweep.storage.rdb import open_storage
 
     rdb = open_storage(url, retry_seconds=sweep.storage_retry.seconds)
     study = open_study(sweep, rdb, name, provenance=provenance)  # enqueues the sweep's trials once

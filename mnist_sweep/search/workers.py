@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -160,6 +161,5 @@ def default_worker_id() -> int:
     index = os.environ.get("JOB_COMPLETION_INDEX", "")
     if index.isdigit():
         return int(index)
-    import secrets
 
     return 1 + secrets.randbelow(1_000_000)

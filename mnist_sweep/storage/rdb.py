@@ -15,13 +15,17 @@ Example:
 from __future__ import annotations
 
 import datetime
+import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from mnist_sweep.errors import InputError
 from mnist_sweep.storage._optuna_internals import (
@@ -46,7 +50,6 @@ def redact(url: str) -> str:
     >>> redact("postgresql://me@db/sweeps?password=secret&sslmode=require")
     'postgresql://me@db/sweeps?password=***&sslmode=require'
     """
-    from sqlalchemy.engine import make_url
 
     try:
         parsed = make_url(url)
@@ -60,7 +63,6 @@ def redact(url: str) -> str:
 
 
 def _mask_query(text: str) -> str:
-    import re
 
     keys = "|".join(_SECRET_QUERY_KEYS)
     return re.sub(rf"(?i)([?&;](?:{keys})=)[^&;#]*", r"\1***", text)
@@ -167,7 +169,6 @@ def _check_url(url: str) -> None:
 
 def _breaks_a_line(char: str) -> bool:
     """A control character or a Unicode line or paragraph separator (``\\x85``, ``\\u2028``...)."""
-    import unicodedata
 
     return unicodedata.category(char) in ("Cc", "Zl", "Zp")
 
@@ -183,7 +184,6 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
     longer block the writer, and a commit appends to the log without an fsync
     (``synchronous=NORMAL``: durable at checkpoints; a power cut can lose the last commits, never
     corrupt the file)."""
-    from sqlalchemy import event
 
     def pragmas(dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
