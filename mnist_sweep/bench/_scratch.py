@@ -18,11 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mnist_sweep
 from mnist_sweep.search.kept_models import DIR_ATTR
 
 #: The folder that holds this ``mnist_sweep`` package: children import the same code from anywhere.
-PACKAGE_PARENT = str(Path(mnist_sweep.__file__).resolve().parent.parent)
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:
