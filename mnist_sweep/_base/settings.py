@@ -72,7 +72,8 @@ def use_backend(name: str = "auto") -> str:
         raise InputError(f"training.backend: Keras already runs on {running} in this process, "
                          f"cannot switch to {wanted}")
     if wanted == "jax" and importlib.util.find_spec("jax") is None:
-        raise InputError("training.backend: 'jax' is not installed (pip install 'jax[cpu]')")
+        raise InputError("training.backend: 'jax' is not installed (pip install jax; on a GPU: "
+                         "pip install 'jax[cuda12]')")
     os.environ["KERAS_BACKEND"] = wanted
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if wanted == "jax":
@@ -112,6 +113,32 @@ def freeze_long_lived_objects() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def keras_without_tensorflow() -> None:
+    """On JAX, Keras's lazy ``tensorflow`` handle answers "not available" while TensorFlow is not
+    imported, as if it were not installed.
+
+    Keras asks ``tf.available`` (which imports TensorFlow when installed) in every
+    ``serialize_keras_object``, so ``get_config`` and ``save`` imported all of TensorFlow into a JAX
+    run: seconds of start-up, C++ log lines, a second framework that may claim GPU memory. Those
+    probes only ask whether an object is a TensorFlow type, which none can be while TensorFlow is
+    not imported. Once TensorFlow is imported (a notebook that imports it), Keras asks again. Keras
+    code that uses TensorFlow outright (``tf.data`` input, export) still imports it; the layers that
+    first ask (text lookup, hashing: none in these models) see it missing. Call it after the backend
+    is chosen, where a model is built or loaded. See docs/decisions.md (2026-12-04).
+    """
+    import keras
+    from keras.src.utils import module_utils
+
+    if keras.backend.backend() == "tensorflow":
+        return
+
+    lazy = module_utils.tensorflow
+    if "tensorflow" not in sys.modules:
+        lazy._available = False
+    elif lazy._available is False:
+        lazy._available = None  # imported since: Keras checks again on its next probe
 
 
 def allowed_cpus() -> list[int] | None:

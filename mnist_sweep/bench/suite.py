@@ -1,6 +1,6 @@
 """``python -m mnist_sweep bench``: how fast and how good a sweep is on this machine, measured.
 
-Five measurements, each in fresh processes or fresh studies, all in one run:
+Six measurements, each in fresh processes or fresh studies, all in one run:
 
 1. **Epoch throughput** of the tutorial's model 4 (784-512-512-10, dropout 0.3, Adam) on 48,000
    training + 12,000 validation images: the tutorial's own code path against our trainer (both
@@ -15,6 +15,8 @@ Five measurements, each in fresh processes or fresh studies, all in one run:
 4. **Framework overhead**: seconds per trial spent outside ``fit`` (study I/O, model build).
 5. **Anytime quality**: ``sweeps/default.yaml`` run for 15 minutes; when it first reaches 0.980
    validation accuracy and its best validation accuracy at 15 minutes.
+6. **Packed trials** (:mod:`mnist_sweep.bench.packed`): model 4's epoch on the sweep's path against a
+   member-epoch of K packed in one program, and trials per hour of short trials packed against one at a time.
 
 Each part writes in a temporary folder of its own (:mod:`mnist_sweep.bench._scratch`), removed when
 it ends: nothing lands in the caller's working directory or its ``studies/``.
@@ -44,6 +46,7 @@ import optuna
 from mnist_sweep._base.settings import resolve_backend, use_backend
 from mnist_sweep.bench._scratch import child_env, keep_models_in, scratch_dir
 from mnist_sweep.bench.flops import flop_bound_epoch_s, peak_sgemm_gflops, sgemm_gflops
+from mnist_sweep.bench.packed import bench_packed
 from mnist_sweep.bench.parallel import bench_parallel, log, shipped_sweep
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.model.factory import TUTORIAL_MODELS
@@ -54,7 +57,7 @@ from mnist_sweep.sweep.config import parse_sweep
 from mnist_sweep.sweep.loader import load_sweep
 
 #: The bench's parts, as ``--only`` names them.
-PARTS = ("throughput", "parallel", "pruning", "anytime")
+PARTS = ("throughput", "parallel", "pruning", "anytime", "packed")
 
 #: (key, comparison, target) — the issue's targets, printed next to each figure.
 TARGETS: list[tuple[str, str, float]] = [
@@ -66,6 +69,8 @@ TARGETS: list[tuple[str, str, float]] = [
     ("augmentation_cost", "<=", 0.15),
     ("default_time_to_val_0980_s", "<=", 150),
     ("default_best_val_15min", ">=", 0.985),
+    ("packed_vs_one_trial", "<=", 1.1),
+    ("packed_trials_speedup", ">=", 2.0),
 ]
 
 
@@ -236,7 +241,7 @@ def bench_anytime(seconds: float = 900.0, sweep: str = "default") -> dict[str, A
 
 
 def run_bench(fast: bool = True, parts: Sequence[str] = PARTS,
-              anytime_seconds: float = 900.0) -> dict[str, Any]:
+              anytime_seconds: float = 900.0, members: int | None = None) -> dict[str, Any]:
     """Every measurement in one run; returns one flat-ish dict (nested tables under their own keys).
 
     Each part writes only in a temporary folder of its own, removed when it ends (nothing in the
@@ -252,6 +257,9 @@ def run_bench(fast: bool = True, parts: Sequence[str] = PARTS,
         results.update(bench_parallel())
     if "anytime" in parts:
         results.update(bench_anytime(anytime_seconds))
+    if "packed" in parts:  # in a child process; its epoch_s (the sweep's path) yields to the throughput part's
+        packed = bench_packed(members)
+        results.update({k: v for k, v in packed.items() if k not in results})
     if "pruning" in parts:  # last: it loads Keras in this process, and forking a process with JAX loaded can hang
         results.update(bench_pruning(fast))
     results["bench_seconds"] = round(time.monotonic() - started)
@@ -270,7 +278,8 @@ def format_table(results: Mapping[str, Any]) -> str:
             lines.append(f"{key:32} {'n/a':>10}  {op} {target:<6.4g} not measured")
     for key in ("tutorial_epoch_s", "epoch_s", "augmented_epoch_s", "flop_bound_epoch_s", "sgemm_gflops",
                 "peak_sgemm_gflops", "trials_per_hour_1_worker", "trials_per_hour_2_workers", "cores_busy_1_worker",
-                "cores_busy_2_workers", "pruned_epochs", "unpruned_epochs",
+                "cores_busy_2_workers", "pruned_epochs", "unpruned_epochs", "packed_device", "packed_members",
+                "packed_engine_epoch_s", "packed_member_epoch_s", "storage_report_s_per_pack_epoch",
                 "bench_seconds"):
         if key in results:
             lines.append(f"{key:32} {results[key]!s:>10}")

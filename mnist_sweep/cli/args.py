@@ -13,7 +13,8 @@ import argparse
 
 import mnist_sweep as ms
 
-BENCH_PARTS = ("throughput", "parallel", "pruning", "anytime")  # bench.PARTS, not imported; a test keeps them equal
+#: bench.PARTS, not imported; a test keeps them equal
+BENCH_PARTS = ("throughput", "parallel", "pruning", "anytime", "packed")
 
 
 def _add_storage(p: argparse.ArgumentParser) -> None:
@@ -54,6 +55,14 @@ def _cpu_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _gpu_list(text: str) -> list[str]:
+    """GPUs as ``CUDA_VISIBLE_DEVICES`` names them: indices or UUIDs, comma-separated (``0,1``)."""
+    gpus = [part.strip() for part in text.split(",")]
+    if not all(gpus) or not all(part.replace("-", "").replace(":", "").isalnum() for part in gpus):
+        raise argparse.ArgumentTypeError(f"not a GPU list like 0,1: {text!r}")
+    return list(dict.fromkeys(gpus))
+
+
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     """The arguments ``run`` and ``worker`` share: the sweep, its study and storage, and overrides."""
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
@@ -65,6 +74,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
     p.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
     p.add_argument("--seed", type=int, metavar="N", help="sampler and weight-init seed")
+    p.add_argument("--pack", type=_positive_int, metavar="K",
+                   help="train up to K trials of one model structure together as one program (the sweep's "
+                        "pack.members; 1: one trial at a time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--new-study", action="store_true",
                      help="start a new study (name gets a timestamp) instead of resuming")
     run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
-                     help="run N worker processes on this machine, each with its share of the cores (default 1)")
+                     help="run N worker processes on this machine, each with its share of the cores (default 1); "
+                          "where JAX sees GPUs, spread over them instead")
+    run.add_argument("--gpus", type=_gpu_list, metavar="LIST",
+                     help="the GPUs --jobs spreads its workers over, as CUDA_VISIBLE_DEVICES names them, e.g. 0,1 "
+                          "(default: every GPU JAX sees)")
     run.set_defaults(command="run", threads=None, cpus=None, worker_id=None)
 
     worker = sub.add_parser("worker", help="join a sweep's study as one worker (from any machine)", description=(
@@ -97,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--worker-id", type=int, metavar="I",
                         help="offsets the sampler seed so workers propose different configs (default: "
                              "$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job, else random)")
-    worker.set_defaults(command="worker", jobs=1, new_study=False)
+    worker.set_defaults(command="worker", jobs=1, new_study=False, gpus=None)
 
     studies = sub.add_parser("studies", help="list the studies in a storage")
     _add_storage(studies)
@@ -186,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pruning efficiency on the full data at 0.980 (default: --fast, a subset at 0.965)")
     bench.add_argument("--only", nargs="+", choices=BENCH_PARTS,
                        help="run only these parts")
+    bench.add_argument("--members", type=_positive_int, metavar="K",
+                       help="members per pack in the packed part (default: 64 on an accelerator, 8 on a CPU)")
     bench.add_argument("--anytime-seconds", type=float, default=900.0, metavar="S",
                        help="how long the default sweep runs for the anytime figures (default 900)")
     bench.add_argument("-o", "--output", metavar="FILE", help="also write the JSON to FILE")

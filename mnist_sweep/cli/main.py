@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume a sweep (``--jobs N``: in N worker processes)."""
     sweep = ms.with_overrides(ms.load_sweep(args.sweep), trials=args.trials, timeout=args.timeout, seed=args.seed,
-                              data=args.data, origin="command line")
+                              data=args.data, pack=args.pack, origin="command line")
     worker = args.worker_id
     if args.command == "worker" and worker is None:
         worker = ms.default_worker_id()
     try:
         ms.run(sweep, args.storage, args.study, jobs=args.jobs, new_study=args.new_study, worker_id=worker or 0,
-               threads=args.threads, cpus=args.cpus)
+               threads=args.threads, cpus=args.cpus, gpus=args.gpus)
     except ms.SweepInterrupted as err:
         study = getattr(err.study, "study_name", None) or args.study or sweep.name
         jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
@@ -50,7 +50,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure epoch speed, pruning efficiency, parallel scaling, overhead and anytime quality."""
-    results = ms.run_bench(fast=not args.full, parts=args.only or BENCH_PARTS, anytime_seconds=args.anytime_seconds)
+    results = ms.run_bench(fast=not args.full, parts=args.only or BENCH_PARTS, anytime_seconds=args.anytime_seconds,
+                           members=args.members)
     if args.output:
         ms.write_text_atomic(Path(args.output), json.dumps(results, indent=2))
     print(json.dumps(results) if args.json else ms.format_bench(results))

@@ -67,7 +67,7 @@ def build_optimizer(params: Mapping[str, Any], steps_per_epoch: int | None = Non
     elif p["lr_schedule"] != "constant":
         raise ValueError(f"lr_schedule: unknown {p['lr_schedule']!r}")
     kwargs: dict[str, Any] = {}
-    if float(p["weight_decay"]) > 0:
+    if float(p["weight_decay"]) > 0 or name == "adamw":  # AdamW left alone decays at its own 0.004
         kwargs["weight_decay"] = float(p["weight_decay"])
     return cls(learning_rate=learning_rate, **kwargs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mnist_sweep._base.settings import use_backend
+from mnist_sweep._base.settings import keras_without_tensorflow, use_backend
 from mnist_sweep.errors import InputError
 
 
@@ -27,6 +27,7 @@ def load_model(path: str | Path) -> Any:
 
     import mnist_sweep.model.layers  # noqa: F401 - registers the custom layers the saved model names
 
+    keras_without_tensorflow()  # a model loaded to be saved again (final) imports no TensorFlow either
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - zip, h5py and deserialisation errors all mean "cannot load"

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mnist_sweep._base.settings import keras_without_tensorflow
+
 #: A training loss above this is divergence: three times the loss of guessing (ln 10). Keras's JAX
 #: backend clips probabilities, so a diverged run there shows a finite loss near 14-16, not NaN.
 DIVERGED_LOSS = 3 * math.log(10)
@@ -49,14 +51,17 @@ class FitResult:
         return bool(self.stop_reason and self.stop_reason.startswith("diverged"))
 
 
-def fresh_keras(seed: int | None) -> None:
+def fresh_keras(seed: int | None, free_memory: bool = True) -> None:
     """Free the previous model's Keras state, then seed Python, NumPy and the backend.
 
     The order matters: ``clear_session`` replaces the global state that ``set_random_seed`` writes.
+    ``free_memory=False`` skips the garbage collection (a few tenths of a second in a sweep's heap):
+    the models of a pack are built one after another and all stay alive, one collection serves them.
     """
     import keras
 
-    keras.utils.clear_session(free_memory=True)
+    keras.utils.clear_session(free_memory=free_memory)
+    keras_without_tensorflow()
     if seed is None:
         return
     if keras.backend.backend() == "tensorflow":

@@ -12,8 +12,17 @@ every more accurate one). PRUNED, FAILed and interrupted trials keep nothing, an
 a temporary name and renamed, so nothing is ever half-written.
 
 Which trials hold a model is the study's user attribute ``kept_models`` (trial number ->
-artifact id, validation accuracy, epoch): finished trials cannot be changed in Optuna, so a
-displaced trial's artifact entry stays on it while its file is gone.
+artifact id, validation accuracy, epoch, costs), the registry. Workers finish together (``--jobs``,
+packed trials), so it changes only by compare-and-set
+(:func:`~mnist_sweep.storage._optuna_internals.compare_and_set_study_user_attr`): read it, work out
+the models to retain with the new one, write that only if the registry is still what was read,
+else read again. A trial first records its artifact id (its user attribute ``kept_model``), then
+writes its file, then registers it; a file is deleted only after the committed registry no longer
+names it (displaced, or never admitted). A file no registry names whose trial has finished is left
+over by a crash: the next registration removes it. So whatever stops a worker, the registry names
+only files that exist, and at most the files of trials still running are unnamed. Finished trials
+cannot be changed in Optuna, so a displaced trial's ``kept_model`` and artifact entries stay on it
+while its file is gone; the registry is what counts.
 
 Example:
     >>> [(k.trial, round(k.value, 4)) for k in kept_models(study)]
@@ -23,8 +32,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,7 +46,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from mnist_sweep._base.files import atomic_path
 from mnist_sweep._base.paths import study_dir
+from mnist_sweep.errors import InputError
 from mnist_sweep.model.saving import load_model
+from mnist_sweep.storage._optuna_internals import compare_and_set_study_user_attr, study_user_attr_json
 
 REGISTRY_ATTR = "kept_models"
 DIR_ATTR = "artifact_dir"
@@ -63,14 +76,18 @@ COST_KEYS = ("n_params", "latency_ms_batch1")
 
 
 class AtomicArtifactStore(FileSystemArtifactStore):
-    """Optuna's file-system artifact store, writing each artifact to a temporary file first."""
+    """Optuna's file-system artifact store, writing each artifact to a temporary file first;
+    ``before_write(artifact_id)`` is called before anything is written (to record its owner)."""
 
-    def __init__(self, base_path: str | Path) -> None:
+    def __init__(self, base_path: str | Path, before_write: Callable[[str], None] | None = None) -> None:
         Path(base_path).mkdir(parents=True, exist_ok=True)
         super().__init__(str(base_path))
         self.base = Path(base_path)
+        self.before_write = before_write
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        if self.before_write is not None:
+            self.before_write(artifact_id)
         with atomic_path(self.base / Path(artifact_id).name) as tmp, open(tmp, "wb") as out:
             shutil.copyfileobj(content_body, out)
 
@@ -116,7 +133,10 @@ def artifact_dir(study: optuna.Study) -> Path:
 
 def kept_models(study: optuna.Study) -> list[KeptModel]:
     """The study's kept models, best validation accuracy first."""
-    registry = study.user_attrs.get(REGISTRY_ATTR) or {}
+    return _models_in(study.user_attrs.get(REGISTRY_ATTR) or {})
+
+
+def _models_in(registry: dict[str, Any]) -> list[KeptModel]:
     kept = [KeptModel(int(n), e["artifact_id"], float(e["value"]), int(e["epoch"]),
                       *(e.get(key) for key in COST_KEYS)) for n, e in registry.items()]
     return sorted(kept, key=lambda k: (-k.value, k.trial))
@@ -143,32 +163,84 @@ def keep_model(trial: optuna.Trial, model: Any, weights: list[Any], epoch: int, 
                costs: dict[str, Any] | None = None, pareto: bool = False) -> str | None:
     """Keep ``model`` with ``weights`` for ``trial`` if it ranks among the study's best ``k`` (or, with
     ``pareto``, on a front of accuracy against its ``costs``: ``n_params``, ``latency_ms_batch1``);
-    returns the artifact id, or None when it is not kept. Models no longer retained are deleted."""
+    returns the artifact id, or None when it is not kept. Models no longer retained are deleted.
+    Call it while ``trial`` runs (before it is told finished): other workers treat the unregistered
+    file of a finished trial as a crash's leftover."""
+    return keep_file(trial, lambda path: _without_optimizer(model, weights).save(path), epoch, value, k,
+                     costs=costs, pareto=pareto)
+
+
+def keep_file(trial: optuna.Trial, save: Callable[[Path], None], epoch: int, value: float, k: int,
+              costs: dict[str, Any] | None = None, pareto: bool = False) -> str | None:
+    """:func:`keep_model` with the file made by ``save(path)`` (a ``.keras`` path): see the module
+    docstring for the order of the steps that keeps the registry and the folder in agreement."""
     study = trial.study
-    kept = kept_models(study)
     costs = {key: (costs or {}).get(key) for key in COST_KEYS}
     candidate = KeptModel(trial.number, "", value, epoch, **costs)
+    kept = kept_models(study)
     if k <= 0 or candidate not in retained([*kept, candidate], k, pareto):
-        return None
+        return None  # cannot rank now, nor later: the registry only ever gets better
+    if DIR_ATTR not in study.user_attrs:  # every file in a folder the study records
+        study.set_user_attr(DIR_ATTR, str(artifact_dir(study).resolve()))
     folder = artifact_dir(study)
-    store = AtomicArtifactStore(folder)
+
+    def own(artifact_id: str) -> None:  # the owner is on record before the file exists
+        trial.set_user_attr("kept_model", {"artifact_id": artifact_id, "epoch": epoch})
+
+    store = AtomicArtifactStore(folder, before_write=own)
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
         path = Path(tmp) / f"trial-{trial.number}.keras"
-        _without_optimizer(model, weights).save(path)
+        save(path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
-    trial.set_user_attr("kept_model", {"artifact_id": artifact_id, "epoch": epoch})
-    everyone = [*kept, KeptModel(trial.number, artifact_id, value, epoch, **costs)]
-    keep = retained(everyone, k, pareto)
-    for dropped in (m for m in everyone if m not in keep):
-        try:
-            store.remove(dropped.artifact_id)
-        except ArtifactNotFound:  # another worker removed it first
-            pass
-    registry = {str(m.trial): m.entry() for m in keep}
-    study.set_user_attr(REGISTRY_ATTR, registry)
-    if DIR_ATTR not in study.user_attrs:
-        study.set_user_attr(DIR_ATTR, str(folder.resolve()))
-    return artifact_id
+    mine = KeptModel(trial.number, artifact_id, value, epoch, **costs)
+    listed = _artifact_files(folder)  # the folder, then the trials, then the registry: see _leftovers
+    unnamed = set(listed.values()) - {m.artifact_id for m in kept} - {artifact_id}
+    trials = study.get_trials(deepcopy=False) if unnamed else []  # only to tell a crash's leftovers
+    before, after = _register(study, mine, k, pareto)
+    named = {m.artifact_id for m in after}
+    dropped = [m.artifact_id for m in [*before, mine] if m.artifact_id not in named]
+    for name in [*dropped, *_leftovers(listed, trials, named)]:
+        (folder / name).unlink(missing_ok=True)  # no registry names it any more (or ever did)
+    return artifact_id if artifact_id in named else None
+
+
+def _register(study: optuna.Study, model: KeptModel, k: int, pareto: bool) -> tuple[list[KeptModel], list[KeptModel]]:
+    """Add ``model`` to the study's registry and drop those it displaces, as one compare-and-set,
+    read again and retried while other workers change it first; the registry before and after."""
+    while True:
+        raw = study_user_attr_json(study, REGISTRY_ATTR)
+        registry = json.loads(raw) if raw else {}
+        before = _models_in(registry or {})
+        after = retained([*(m for m in before if m.trial != model.trial), model], k, pareto)
+        updated = {str(m.trial): m.entry() for m in after}
+        if updated == registry or compare_and_set_study_user_attr(study, REGISTRY_ATTR, raw, updated):
+            return before, after
+
+
+def _artifact_files(folder: Path) -> dict[str, str]:
+    """The folder's artifact files and the temporary files of unfinished writes (``.<id>.*.tmp``,
+    :func:`~mnist_sweep._base.files.atomic_path`), file name -> artifact id."""
+    files = {}
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith("."):
+            if name.endswith(".tmp"):
+                files[name] = name[1:].split(".", 1)[0]
+        else:
+            files[name] = name
+    return files
+
+
+def _leftovers(listed: dict[str, str], trials: list[optuna.trial.FrozenTrial], named: set[str]) -> list[str]:
+    """The files of ``listed`` that a crash left over: no registry names them, and the trial that
+    wrote them has finished. Safe because a trial records its file before writing it, registers it
+    before it finishes, and the folder was listed before ``trials`` were read, and those before the
+    registry (``named``): a finished owner registered whatever it was going to first. A file no
+    trial of this study owns (another study's, sharing the folder) is left alone."""
+    owners = {t.user_attrs["kept_model"].get("artifact_id"): t for t in trials
+              if isinstance(t.user_attrs.get("kept_model"), dict)}
+    return [name for name, artifact_id in listed.items()
+            if artifact_id not in named and artifact_id in owners and owners[artifact_id].state.is_finished()]
 
 
 def load_kept_model(study: optuna.Study, trial_number: int) -> Any:
@@ -176,13 +248,20 @@ def load_kept_model(study: optuna.Study, trial_number: int) -> Any:
 
     Raises:
         KeyError: that trial has no kept model.
+        InputError: the registry names its file, but the file is gone (one line: study, trial, file).
     """
 
     entry = {m.trial: m for m in kept_models(study)}[trial_number]
+    folder = artifact_dir(study)
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
         path = Path(tmp) / f"trial-{trial_number}.keras"
-        download_artifact(artifact_store=AtomicArtifactStore(artifact_dir(study)), file_path=str(path),
-                          artifact_id=entry.artifact_id)
+        try:
+            download_artifact(artifact_store=AtomicArtifactStore(folder), file_path=str(path),
+                              artifact_id=entry.artifact_id)
+        except ArtifactNotFound:
+            raise InputError(f"study '{study.study_name}': the kept model of trial {trial_number} is missing: no "
+                             f"file {folder / entry.artifact_id} (deleted, or the artifacts are on another "
+                             "machine); restore it, or run a new study") from None
         return load_model(path)
 
 

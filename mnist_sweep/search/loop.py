@@ -6,6 +6,8 @@ distributed mode) and a resumed sweep runs only what is missing. The loop hands 
 budget (:class:`TrialBudget`) and gets its outcome back (:class:`TrialOutcome`); it stops on a
 fatal outcome, on ``max_consecutive_failures`` crashes in a row, at the sweep's ``hard_timeout``,
 or when ``should_stop`` says so. Then it runs winner confirmation, when the sweep asks for it.
+With ``pack: {members: K}`` above 1 it asks up to K trials at a time and trains those of one
+structure as one program (:mod:`mnist_sweep.search.packs`); each is still one outcome.
 
 Example:
     >>> study = run_sweep(load_sweep("quick"), "sqlite:///studies/mnist_sweep.db")
@@ -13,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +24,19 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from mnist_sweep.data.dataset import Dataset, load_dataset
-from mnist_sweep.errors import StorageUnavailable, SweepFailed
+from mnist_sweep.errors import SweepFailed
 from mnist_sweep.search.confirmation import CONFIRMS_ATTR, enqueue_confirmations, waiting_confirmations
-from mnist_sweep.search.objective import Failure, Objective, TrialBudget, TrialEpochHook, TrialOutcome, never
+from mnist_sweep.search.objective import Objective
+from mnist_sweep.search.outcomes import (
+    Failure,
+    TrialBudget,
+    TrialEpochHook,
+    TrialOutcome,
+    failed_by_another_worker,
+    never,
+    storage_error_in,
+)
+from mnist_sweep.search.packs import run_pack
 from mnist_sweep.search.samplers import make_sampler
 from mnist_sweep.search.study import DONE_STATES, count_states, open_study
 from mnist_sweep.storage.rdb import open_storage, reap_dead_trials
@@ -64,18 +75,24 @@ class LoopOptions:
 @dataclass
 class _Streak:
     """The loop's count of trials that failed one after another (a trial that finishes or is pruned
-    ends it; surplus and interrupted trials do not count) and the first failure of the last streak."""
+    ends it; surplus and interrupted trials do not count) and the first failure of the last streak.
+    The members of a pack that one error failed together (their program crashed or timed out) count
+    as one failure, as one trial would: a pack of 8 does not end the run for one timeout."""
 
     in_a_row: int = 0
     first: Failure | None = None
+    last_error: BaseException | None = None
 
     def add(self, outcome: TrialOutcome) -> None:
         if outcome.state in ("complete", "pruned"):
             self.in_a_row = 0
         elif outcome.state == "failed":
+            if self.in_a_row and outcome.error is self.last_error:
+                return
             if self.in_a_row == 0:
                 self.first = outcome.failure
             self.in_a_row += 1
+            self.last_error = outcome.error
 
 
 def run_sweep(
@@ -121,17 +138,22 @@ def run_sweep(
     budget = TrialBudget(deadline, target_trials=sweep.trials)
     streak = _Streak()
 
-    def one_trial(budget: TrialBudget) -> None:
-        outcome = _optimize_one(study, objective, budget, callbacks)
-        if outcome is not None:
+    def trials(budget: TrialBudget, room: int = 1) -> None:
+        """One trial, or a pack of up to ``room`` (the trials the target still lacks)."""
+        if sweep.pack.members > 1 and room > 1:
+            outcomes = run_pack(study, objective, budget, callbacks, min(room, sweep.pack.members))
+        else:
+            outcome = _optimize_one(study, objective, budget, callbacks)
+            outcomes = [outcome] if outcome is not None else []
+        for outcome in outcomes:
             _check_outcome(study, outcome, streak, options.max_consecutive_failures)
 
-    _search(study, rdb, sweep, budget, heartbeat, options.should_stop, one_trial)
+    _search(study, rdb, sweep, budget, heartbeat, options.should_stop, trials)
     if sweep.confirm.top and not options.should_stop() and not budget.expired():
         enqueue_confirmations(study, sweep.confirm.top, sweep.confirm.seeds)
         confirming = TrialBudget(deadline)  # the re-runs count beyond the sweep's trials
         while waiting_confirmations(study) and not options.should_stop() and not confirming.expired():
-            one_trial(confirming)
+            trials(confirming)
     reap_dead_trials(study, rdb)
     if not study.get_trials(deepcopy=False, states=DONE_STATES) and not options.should_stop():
         first = streak.first
@@ -141,8 +163,9 @@ def run_sweep(
 
 
 def _search(study: optuna.Study, rdb: Any, sweep: SweepConfig, budget: TrialBudget, heartbeat: bool,
-            should_stop: Callable[[], bool], one_trial: Callable[[TrialBudget], None]) -> None:
-    """Run trials until the study holds ``sweep.trials`` finished ones, the timeout passes or a stop is asked."""
+            should_stop: Callable[[], bool], trials: Callable[[TrialBudget, int], None]) -> None:
+    """Run trials until the study holds ``sweep.trials`` finished ones, the timeout passes or a stop is asked;
+    ``trials`` runs one trial or a pack of as many as the target still lacks."""
     started = time.monotonic()
     while not budget.expired():
         counts = count_states(study)
@@ -159,7 +182,7 @@ def _search(study: optuna.Study, rdb: Any, sweep: SweepConfig, budget: TrialBudg
             time.sleep(min(2.0, sweep.heartbeat.interval))  # others are finishing the target; a failure
             reap_dead_trials(study, rdb)  # there (or a dead worker's trial) is ours to replace
             continue
-        one_trial(budget)
+        trials(budget, sweep.trials - done - counts["RUNNING"])
 
 
 def _optimize_one(study: optuna.Study, objective: Objective, budget: TrialBudget, callbacks: list[Any]
@@ -180,10 +203,10 @@ def _optimize_one(study: optuna.Study, objective: Objective, budget: TrialBudget
         study.optimize(trial_within_budget, n_trials=1, catch=(Exception,), callbacks=callbacks,
                        gc_after_trial=False)
     except Exception as err:  # noqa: BLE001 - re-raised unless it is one of the two cases above
-        unavailable = (outcomes[-1].fatal if outcomes else None) or _storage_error_in(err)
+        unavailable = (outcomes[-1].fatal if outcomes else None) or storage_error_in(err)
         if unavailable is not None:
             raise unavailable from None
-        if not _failed_by_another_worker(err, ran[-1] if ran else None):
+        if not failed_by_another_worker(err, ran[-1] if ran else None):
             raise
     return outcomes[-1] if outcomes else None
 
@@ -199,30 +222,6 @@ def _check_outcome(study: optuna.Study, outcome: TrialOutcome, streak: _Streak, 
         assert first is not None
         raise SweepFailed(f"study '{study.study_name}': {streak.in_a_row} trials failed in a row, "
                           f"stopping (the first, trial {first.trial}: {first.reason})", first.traceback)
-
-
-def _chain(err: BaseException) -> list[BaseException]:
-    links: list[BaseException] = []
-    link: BaseException | None = err
-    while link is not None and len(links) < 10:
-        links.append(link)
-        link = link.__cause__ or link.__context__
-    return links
-
-
-def _storage_error_in(err: BaseException) -> StorageUnavailable | None:
-    return next((e for e in _chain(err) if isinstance(e, StorageUnavailable)), None)
-
-
-def _failed_by_another_worker(err: Exception, trial: int | None) -> bool:
-    """Optuna's ``Cannot tell a FAIL trial``: while this worker waited out the storage, another
-    failed its trial (number ``trial``) as stale and queued its config again. Nothing is lost: go on."""
-    told = [e for e in _chain(err) if isinstance(e, ValueError) and "Cannot tell a" in str(e)]
-    if not told or trial is None:  # Optuna raises it, or its "Should not reach" assertion on top of it
-        return False
-    print(f"warning: trial {trial} was failed by another worker while this one waited for the storage; "
-          "its config runs again", file=sys.stderr, flush=True)
-    return True
 
 
 def _confirmations_done(study: optuna.Study) -> int:

@@ -21,6 +21,12 @@ The sweep loop and the objective exchange values: the loop hands each trial its
 :class:`TrialOutcome` (state, value, failure, fatal error); the objective keeps no state between
 trials. Called as Optuna's objective it runs each trial with no budget.
 
+A trial is made in two steps around its training, which the one-at-a-time path (``fit``) and a
+pack of trials trained as one program (:mod:`mnist_sweep.search.packs`) share, so a packed member
+records exactly what a trial trained alone records: :meth:`Objective.prepare` (suggest, seed,
+build) and :meth:`Objective.finish` (history, seconds, prune or divergence, value, latency, kept
+model), with :meth:`Objective.epoch_hook` between them after every epoch.
+
 Example:
     >>> objective = Objective(sweep, dataset)
     >>> study.optimize(objective, n_trials=3)
@@ -29,102 +35,61 @@ Example:
 
 from __future__ import annotations
 
-import errno
 import math
 import statistics
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import optuna
 
 from mnist_sweep.data.dataset import Dataset
-from mnist_sweep.errors import StorageUnavailable
 from mnist_sweep.model.factory import build_model, count_params
 from mnist_sweep.model.latency import measure_inference
-from mnist_sweep.model.training import fit, fresh_keras
+from mnist_sweep.model.training import EpochHook, FitResult, fit, fresh_keras
 from mnist_sweep.search.confirmation import CONFIRMS_ATTR
 from mnist_sweep.search.kept_models import keep_model
+from mnist_sweep.search.outcomes import (
+    Failure,
+    OutcomeState,
+    SurplusTrial,
+    TrialBudget,
+    TrialEpochHook,
+    TrialOutcome,
+    TrialTimeout,
+    never,
+    outcome_of_error,
+)
 from mnist_sweep.storage._optuna_internals import is_enqueued
 from mnist_sweep.sweep.config import SweepConfig
 from mnist_sweep.sweep.params import suggest_params
 
-#: Called after each epoch with (trial, epoch index, epochs planned, metrics): live progress.
-TrialEpochHook = Callable[[optuna.Trial, int, int, dict[str, float]], None]
+__all__ = ["Failure", "Objective", "OutcomeState", "PACK_OF_ATTR", "PreparedTrial", "SurplusTrial", "TrialBudget",
+           "TrialEpochHook", "TrialOutcome", "TrialTimeout", "never"]
 
-#: How a trial ended: finished (``complete``), ``pruned`` (or diverged), crashed (``failed``),
-#: not run because the target was reached (``surplus``), stopped by a signal (``interrupted``),
-#: or stopped by an error no next trial can escape (``fatal``: the storage gave up, the disk is full).
-OutcomeState = Literal["complete", "pruned", "failed", "surplus", "interrupted", "fatal"]
-
-
-def never() -> bool:
-    """The default ``should_stop``: nothing asks the sweep to stop."""
-    return False
+#: The user attribute of a trial queued by a pack with its first trial's structure fixed (that
+#: trial's number): sampled, not hand-picked, so it may be pruned like any sampled trial.
+PACK_OF_ATTR = "pack_of"
 
 
 @dataclass(frozen=True)
-class TrialBudget:
-    """What the sweep loop allows one trial.
+class PreparedTrial:
+    """A trial ready to train: its params and its compiled model (:meth:`Objective.prepare`)."""
 
-    ``deadline``: the ``time.monotonic()`` at which a running trial stops after its epoch (the
-    sweep's ``hard_timeout``), or None. ``target_trials``: a trial that starts after this many
-    others are already finished or running is surplus and does not run (exact targets with
-    parallel workers), or None (winner confirmation's re-runs count beyond the target).
-    """
+    trial: optuna.Trial
+    params: dict[str, Any]
+    model: Any
+    n_params: int
+    enqueued: bool  # a hand-picked config (the sweep's ``enqueue:``, a confirmation): never pruned
 
-    deadline: float | None = None
-    target_trials: int | None = None
+    @property
+    def batch_size(self) -> int:
+        return int(self.params["batch_size"])
 
-    def expired(self) -> bool:
-        """Whether the deadline has passed: no trial starts then."""
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A trial that failed (crashed): its number, one-line reason and traceback."""
-
-    trial: int
-    reason: str
-    traceback: str
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """How one trial ended, as :meth:`Objective.run_trial` returns it to the sweep loop.
-
-    ``value`` is what Optuna is told for a ``complete`` trial; ``error`` what is raised to tell it
-    the others (pruned, failed...); ``failure`` the reason and traceback of a ``failed`` trial;
-    ``fatal`` the error that must stop the sweep (:class:`~mnist_sweep.errors.StorageUnavailable`,
-    or one made of a full disk).
-    """
-
-    trial: int
-    state: OutcomeState
-    value: float | tuple[float, ...] | None = None
-    error: BaseException | None = None
-    failure: Failure | None = None
-    fatal: StorageUnavailable | None = None
-
-    def result(self) -> float | tuple[float, ...]:
-        """The value for Optuna, or the trial's exception raised (Optuna's way to hear of a prune or a failure)."""
-        if self.error is None:
-            assert self.value is not None
-            return self.value
-        if self.state == "failed":
-            raise self.error from None  # its traceback is recorded on the trial already
-        raise self.error
-
-
-class SurplusTrial(Exception):
-    """This trial would take the study past its target (parallel workers raced); it does not run."""
-
-
-class TrialTimeout(Exception):
-    """The trial ran longer than the sweep's ``trial_timeout``: it is failed, the worker goes on."""
+    @property
+    def epochs(self) -> int:
+        return int(self.params["epochs"])
 
 
 class Objective:
@@ -140,7 +105,8 @@ class Objective:
         worker: recorded on each trial as the user attribute ``worker``.
 
     Nothing changes on the objective as trials run: :meth:`run_trial` takes the trial's budget and
-    returns its outcome.
+    returns its outcome; :meth:`admit`, :meth:`prepare`, :meth:`epoch_hook`, :meth:`finish` and
+    :meth:`completed` are its steps, for a caller that trains several trials at once.
     """
 
     def __init__(
@@ -168,43 +134,34 @@ class Objective:
         if self.on_start is not None:
             self.on_start(trial)
         try:
-            self._check_not_surplus(trial, budget.target_trials)
-            trial.set_user_attr("worker", self.worker)
+            self.admit(trial, budget.target_trials)
             value = self._train(trial, budget.deadline)
-        except SurplusTrial as err:
-            trial.set_user_attr("fail_reason", f"SurplusTrial: target of {budget.target_trials} trials already "
-                                               "reached or running")
-            return TrialOutcome(trial.number, "surplus", error=err)
-        except optuna.TrialPruned as err:
-            return TrialOutcome(trial.number, "pruned", error=err)
-        except KeyboardInterrupt as err:
-            trial.set_user_attr("fail_reason", f"interrupted ({type(err).__name__})")
-            return TrialOutcome(trial.number, "interrupted", error=err)
-        except StorageUnavailable as err:
-            return TrialOutcome(trial.number, "fatal", error=err, fatal=err)
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                return self._failed(trial, err)
-            full = StorageUnavailable(f"the disk is full ({err.filename or 'writing a trial'}: {err.strerror}); "
-                                      "free some space and run the same command to resume")
-            return TrialOutcome(trial.number, "fatal", error=err, fatal=full)
-        except Exception as err:
-            return self._failed(trial, err)
+        except (Exception, KeyboardInterrupt) as err:
+            return outcome_of_error(trial, err)
+        return self.completed(trial, value)
+
+    def admit(self, trial: optuna.Trial, target_trials: int | None) -> None:
+        """Let ``trial`` start: raises :class:`SurplusTrial` past the target, else records the worker."""
+        if target_trials is not None and CONFIRMS_ATTR not in trial.user_attrs:  # re-runs count beyond it
+            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                      optuna.trial.TrialState.RUNNING)
+            others = [t for t in trial.study.get_trials(deepcopy=False, states=states)
+                      if t.number < trial.number and CONFIRMS_ATTR not in t.user_attrs]
+            if len(others) >= target_trials:
+                raise SurplusTrial(f"target of {target_trials} trials already reached or running")
+        trial.set_user_attr("worker", self.worker)
+
+    def completed(self, trial: optuna.Trial, value: float) -> TrialOutcome:
+        """The outcome of a trial that finished with validation accuracy ``value`` (and its costs, in a
+        multi-objective study, as the trial recorded them)."""
         if len(self.sweep.objectives) > 1:
             attrs = trial.user_attrs  # the costs this trial recorded, minimised beside its accuracy
             return TrialOutcome(trial.number, "complete",
                                 value=(value, *(float(attrs[name]) for name in self.sweep.objectives[1:])))
         return TrialOutcome(trial.number, "complete", value=value)
 
-    def _failed(self, trial: optuna.Trial, err: Exception) -> TrialOutcome:
-        """Record why ``trial`` failed (reason, traceback) on it; called while ``err`` is handled."""
-        reason, trace = f"{type(err).__name__}: {err}"[:500], traceback.format_exc()[-4000:]
-        trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_traceback", trace)
-        return TrialOutcome(trial.number, "failed", error=err, failure=Failure(trial.number, reason, trace))
-
-    def _timer(self, trial: optuna.Trial) -> Callable[[], None] | None:
-        """The check of the sweep's ``trial_timeout`` for ``trial``: raises :class:`TrialTimeout` past it."""
+    def timer(self) -> Callable[[], None] | None:
+        """The check of the sweep's ``trial_timeout``, counted from now: raises :class:`TrialTimeout` past it."""
         limit = self.sweep.trial_timeout
         if limit is None:
             return None
@@ -216,51 +173,63 @@ class Objective:
 
         return check
 
-    def _check_not_surplus(self, trial: optuna.Trial, target_trials: int | None) -> None:
-        if target_trials is None or CONFIRMS_ATTR in trial.user_attrs:  # re-runs count beyond the target
-            return
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-        others = [t for t in trial.study.get_trials(deepcopy=False, states=states)
-                  if t.number < trial.number and CONFIRMS_ATTR not in t.user_attrs]
-        if len(others) >= target_trials:
-            raise SurplusTrial(f"target of {target_trials} trials already reached or running")
-
-    def _train(self, trial: optuna.Trial, deadline: float | None) -> float:
+    def prepare(self, trial: optuna.Trial, free_memory: bool = True) -> PreparedTrial:
+        """Suggest ``trial``'s params and build its model, seeded with the sweep's seed + its number
+        (``free_memory=False``: without the garbage collection that frees the previous trial's model)."""
         params = suggest_params(trial, self.sweep.space)
         ds = self.dataset
-        batch_size, epochs = int(params["batch_size"]), int(params["epochs"])
-        fresh_keras(self.sweep.seed + trial.number)
+        fresh_keras(self.sweep.seed + trial.number, free_memory=free_memory)
         model = build_model(
             params,
-            steps_per_epoch=max(1, len(ds.x_train) // batch_size),  # fit drops the partial batch
+            steps_per_epoch=max(1, len(ds.x_train) // int(params["batch_size"])),  # the partial batch is dropped
             steps_per_execution=self.sweep.training.steps_per_execution,
             input_size=ds.x_train.shape[1], class_names=ds.class_names, preprocessing=ds.preprocessing,
         )
         n_params = count_params(model)
         trial.set_user_attr("n_params", n_params)
+        enqueued = is_enqueued(trial) and PACK_OF_ATTR not in trial.user_attrs
+        return PreparedTrial(trial, params, model, n_params, enqueued)
 
-        enqueued = is_enqueued(trial)
+    def epoch_hook(self, prepared: PreparedTrial, deadline: float | None,
+                   pruning: Callable[[optuna.Trial], bool] | None = None) -> EpochHook:
+        """What runs after each epoch of ``prepared``: report to Optuna, show progress, and say whether
+        to stop (pruned, or past the sweep's ``hard_timeout``); a stop request raises KeyboardInterrupt.
+
+        ``pruning`` (a pack's): the epoch's value is already reported, with the other members' in one
+        write, and this asks the pruner, from one read of the study a pack-epoch, in place of
+        ``trial.should_prune()``.
+        """
+        trial, epochs = prepared.trial, prepared.epochs
         single_objective = len(self.sweep.objectives) == 1
+        prunable = not prepared.enqueued and single_objective  # a hand-picked config runs whole
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             if self.should_stop():
                 raise KeyboardInterrupt("stop requested")
             value = metrics["val_accuracy"]
-            if math.isfinite(value) and single_objective:  # Optuna keeps no epochs of multi-objective trials
+            if math.isfinite(value) and single_objective and pruning is None:  # none kept when multi-objective
                 trial.report(value, step=epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch, epochs, metrics)
             if epoch + 1 < epochs and deadline is not None and time.monotonic() >= deadline:
                 trial.set_user_attr("fail_reason", f"stopped after epoch {epoch + 1}: the sweep's hard_timeout")
                 return True
-            # the last epoch is paid for: keep it; an enqueued trial is a hand-picked config: run it whole
-            return epoch + 1 < epochs and not enqueued and single_objective and trial.should_prune()
+            # the last epoch is paid for: keep it
+            return epoch + 1 < epochs and prunable and (trial.should_prune() if pruning is None else pruning(trial))
 
-        keep = self.sweep.keep.models
-        fit_start = time.perf_counter()
-        result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=batch_size, epochs=epochs,
-                     on_epoch=report, drop_remainder=True, keep_best=keep > 0, check=self._timer(trial))
-        trial.set_user_attr("fit_seconds", round(time.perf_counter() - fit_start, 4))
+        return report
+
+    def finish(self, prepared: PreparedTrial, result: FitResult, fit_seconds: float, model: Any = None,
+               same_structure: dict[str, float] | None = None) -> float:
+        """Record what training did on the trial and return its value; raises ``TrialPruned`` for a
+        pruned or diverged run. Keeps the model (``model``, default the prepared one) when it ranks.
+
+        ``same_structure``: the inference figures of models of this trial's structure, shared by the
+        members of a pack (their networks are alike layer for layer): measured by the first member
+        that completes, into the dict, and recorded as they are by the others.
+        """
+        trial = prepared.trial
+        trial.set_user_attr("fit_seconds", round(fit_seconds, 4))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
         trial.set_user_attr("epochs_run", result.epochs_run)
@@ -272,12 +241,28 @@ class Objective:
         if result.stop_reason is not None:
             raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
         value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
-        costs: dict[str, float] = {"n_params": n_params}
+        model = prepared.model if model is None else model
+        costs: dict[str, float] = {"n_params": prepared.n_params}
         if self.sweep.training.measure_latency:
-            for key, figure in measure_inference(model).items():
+            if same_structure is not None and not same_structure:
+                same_structure.update(measure_inference(model))
+            figures = same_structure if same_structure is not None else measure_inference(model)
+            for key, figure in figures.items():
                 trial.set_user_attr(key, figure)
                 costs[key] = figure
         if result.best_weights is not None:
-            keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value, keep,
-                       costs=costs, pareto=self.sweep.keep.pareto)
+            keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value,
+                       self.sweep.keep.models, costs=costs, pareto=self.sweep.keep.pareto)
         return value
+
+    def _train(self, trial: optuna.Trial, deadline: float | None) -> float:
+        return self.train(self.prepare(trial), deadline)
+
+    def train(self, prepared: PreparedTrial, deadline: float | None) -> float:
+        """Train ``prepared`` alone (``fit``) and finish it: its value, or ``TrialPruned`` raised."""
+        ds = self.dataset
+        fit_start = time.perf_counter()
+        result = fit(prepared.model, ds.x_train, ds.y_train, ds.x_val, ds.y_val, batch_size=prepared.batch_size,
+                     epochs=prepared.epochs, on_epoch=self.epoch_hook(prepared, deadline), drop_remainder=True,
+                     keep_best=self.sweep.keep.models > 0, check=self.timer())
+        return self.finish(prepared, result, time.perf_counter() - fit_start)

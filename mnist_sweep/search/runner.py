@@ -27,10 +27,10 @@ from typing import Any, TextIO
 
 import optuna
 
+from mnist_sweep._base.devices import accelerators, accelerators_in_child, describe_devices, visible_gpu_ids
 from mnist_sweep._base.paths import storage_url
 from mnist_sweep._base.provenance import collect
 from mnist_sweep._base.settings import (
-    format_cpu_list,
     freeze_long_lived_objects,
     limit_threads,
     pin_to_cpus,
@@ -42,7 +42,7 @@ from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, Swee
 from mnist_sweep.search.loop import LoopOptions, run_sweep
 from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
 from mnist_sweep.search.study import DONE_STATES, open_study
-from mnist_sweep.search.workers import cpu_shares, run_workers, thread_share, worker_argv
+from mnist_sweep.search.workers import run_workers, worker_argv, worker_places
 from mnist_sweep.storage._optuna_internals import fail_if_running
 from mnist_sweep.storage.rdb import open_storage, redact
 from mnist_sweep.sweep.config import SweepConfig
@@ -60,6 +60,7 @@ def run(
     worker_id: int = 0,
     threads: int | None = None,
     cpus: Sequence[int] | None = None,
+    gpus: Sequence[str] | None = None,
     out: TextIO | None = None,
 ) -> optuna.Study:
     """Run (or resume) a sweep until its study holds ``sweep.trials`` COMPLETE + PRUNED trials.
@@ -71,12 +72,15 @@ def run(
         storage: an Optuna RDB URL; default ``$MNIST_SWEEP_STORAGE``, else
             ``sqlite:///studies/mnist_sweep.db``.
         study_name: default: the sweep's name. An existing study of that name is resumed.
-        jobs: worker processes on this machine, each pinned to its share of the cores.
+        jobs: worker processes on this machine, each pinned to its share of the cores; where JAX
+            sees GPUs, spread over them instead (unpinned; see :func:`~mnist_sweep.search.workers.worker_places`).
         new_study: start a new study named ``<name>-<timestamp>`` instead of resuming.
         progress: ``auto``, ``terminal``, ``notebook``, ``plain`` or ``off`` (the live epochs;
             see :mod:`mnist_sweep.search.progress`); ``off`` prints nothing at all.
         worker_id: offsets the sampler seed (workers sharing a study propose different configs).
         threads, cpus: limit this process's thread pools, pin it to these cores (workers).
+        gpus: the GPUs the ``jobs`` workers are spread over, as ``CUDA_VISIBLE_DEVICES`` names them
+            (default: every one JAX sees).
         out: where progress goes (default standard output).
 
     Returns:
@@ -99,6 +103,9 @@ def run(
     if threads:
         limit_threads(threads)
     backend = prepare_process(sweep.training.backend, threads)
+    # the parent of workers trains nothing: asked in a child, no GPU memory stays held under them
+    devices = accelerators_in_child(backend) if jobs > 1 else accelerators(backend)
+    gpu_ids = _gpu_ids(gpus, jobs, [d for d in devices if d.platform == "gpu"])
 
 
     url = storage_url(storage)
@@ -110,13 +117,13 @@ def run(
     shown = progress != "off"
     say = _printer(out, shown)
     header = (f"sweep {sweep.name}: study '{name}' in {redact(url)}, target {sweep.trials} trials; "
-              f"data {dataset.describe()}; backend {backend}")
+              f"data {dataset.describe()}; backend {backend} on {describe_devices(devices)}")
     for note in dataset.notes:  # what was done to the user's images, said once
         header += f"\n  data: {note}"
     start = time.monotonic()
     with StopSignals.installed() as stop:
         if jobs > 1:
-            study = _run_jobs(sweep, url, name, jobs, provenance, header, say)
+            study = _run_jobs(sweep, url, name, jobs, provenance, header, say, gpu_ids)
         else:
             freeze_long_lived_objects()
             epochs = EpochProgress(progress, out=out)
@@ -167,25 +174,33 @@ def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopS
                             study=study, signal=signum)
 
 
+def _gpu_ids(wanted: Sequence[str] | None, jobs: int, gpus: Sequence[Any]) -> list[str]:
+    """The GPUs the workers go to: ``wanted`` (``--gpus``), checked against the visible ones, else all of these."""
+    visible = visible_gpu_ids(len(gpus))
+    if not wanted:
+        return visible
+    if jobs < 2:
+        raise InputError("--gpus spreads the workers of --jobs N over GPUs; for one process set CUDA_VISIBLE_DEVICES")
+    unknown = [gpu for gpu in wanted if gpu not in visible]
+    if unknown:
+        seen = f"the visible ones are {','.join(visible)}" if visible else "JAX sees no GPU on this machine"
+        raise InputError(f"--gpus: no GPU {','.join(unknown)} ({seen})")
+    return list(wanted)
+
+
 def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: dict[str, Any], header: str,
-              say: Any) -> optuna.Study:
+              say: Any, gpus: Sequence[str] = ()) -> optuna.Study:
     """Create the study once, then run ``jobs`` worker processes on it and wait for them."""
 
     rdb = open_storage(url, retry_seconds=sweep.storage_retry.seconds)
     study = open_study(sweep, rdb, name, provenance=provenance)  # enqueues the sweep's trials once
-    shares = cpu_shares(jobs)
-    if shares:  # each worker on its own cores, with as many threads
-        plan = [(len(share), share) for share in shares]
-        split = f"on cores {' | '.join(format_cpu_list(share) for share in shares)}"
-    else:
-        plan = [(thread_share(jobs), None)] * jobs
-        split = f"x {plan[0][0]} thread(s), sharing every core"
+    places, split = worker_places(jobs, gpus)  # on a GPU-less machine: each on its own cores
     say(f"{header}; {jobs} workers {split}")
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-") as tmp:
         sweep_file = Path(tmp) / f"{sweep.name}.json"
         sweep_file.write_text(json.dumps(sweep.model_dump(mode="json")), encoding="utf-8")
-        argvs = [worker_argv(str(sweep_file), name, threads, i, cpus=cpus) for i, (threads, cpus) in enumerate(plan)]
-        result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": url})
+        argvs = [worker_argv(str(sweep_file), name, p.threads, i, cpus=p.cpus) for i, p in enumerate(places)]
+        result = run_workers(argvs, env={"MNIST_SWEEP_STORAGE": url}, envs=[p.env for p in places])
     if result.signal is not None:
         raise SweepInterrupted(f"interrupted: study '{name}'; run the same sweep again to resume",
                                study=study, signal=result.signal)

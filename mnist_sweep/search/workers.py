@@ -17,6 +17,12 @@ JAX: XLA's flag for one thread covers its Eigen pool only, while its dot library
 its compiler (LLVM) still start a thread per core, so an unpinned "one-thread" worker kept 1.7
 cores busy and two of them oversubscribed the machine.
 
+GPUs (:func:`worker_places` given the GPUs JAX sees): the workers are not pinned and keep every
+thread (each needs host threads to feed its GPU), are spread over the GPUs one after the other
+(``CUDA_VISIBLE_DEVICES``), and workers that share a GPU do not preallocate its memory
+(``XLA_PYTHON_CLIENT_PREALLOCATE=false``: JAX would claim 75% of the card per process, and the
+second worker's trials fail for memory). What the user's environment already sets stays.
+
 The storage URL reaches the workers through ``$MNIST_SWEEP_STORAGE``, not their command line,
 so a password in it does not show in ``ps``.
 
@@ -37,12 +43,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from mnist_sweep._base.settings import allowed_cpus, cpu_count, format_cpu_list
 
 _PR_SET_PDEATHSIG = 1
+
+#: What a worker that shares its GPU gets: memory allocated as it is needed, not most of the card at start.
+_SHARED_GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
 def thread_share(jobs: int, cpus: int | None = None) -> int:
@@ -70,16 +79,59 @@ def cpu_shares(jobs: int, cpus: Sequence[int] | None = None) -> list[list[int]] 
     return shares
 
 
-def worker_argv(sweep_path: str, study_name: str, threads: int, worker_id: int,
+def worker_argv(sweep_path: str, study_name: str, threads: int | None, worker_id: int,
                 cpus: Sequence[int] | None = None) -> list[str]:
-    """The command line of one worker: ``python -m mnist_sweep worker SWEEP --study NAME --threads K
+    """The command line of one worker: ``python -m mnist_sweep worker SWEEP --study NAME [--threads K]
     --worker-id I [--cpus LIST]``. ``SWEEP`` is the validated sweep as the parent holds it (overrides
     applied), written to a file, so every worker runs exactly the parent's sweep."""
-    argv = [sys.executable, "-m", "mnist_sweep", "worker", str(sweep_path), "--study", study_name,
-            "--threads", str(threads), "--worker-id", str(worker_id)]
+    argv = [sys.executable, "-m", "mnist_sweep", "worker", str(sweep_path), "--study", study_name]
+    if threads:
+        argv += ["--threads", str(threads)]
+    argv += ["--worker-id", str(worker_id)]
     if cpus:
         argv += ["--cpus", format_cpu_list(cpus)]
     return argv
+
+
+@dataclass(frozen=True)
+class WorkerPlace:
+    """Where one worker runs: its thread limit and cores (None: every one) and what its environment adds."""
+
+    threads: int | None = None
+    cpus: list[int] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def worker_places(jobs: int, gpus: Sequence[str] = (), cpus: Sequence[int] | None = None,
+                  environ: Mapping[str, str] | None = None) -> tuple[list[WorkerPlace], str]:
+    """Where each of ``jobs`` workers runs, and a few words that say it for ``run``'s first line.
+
+    Without ``gpus`` (a machine whose JAX sees none): each worker on its own cores (:func:`cpu_shares`
+    of ``cpus``) with as many threads, or, with more workers than cores, all sharing every core with
+    :func:`thread_share` threads. With ``gpus`` (their ``CUDA_VISIBLE_DEVICES`` names): worker i on
+    ``gpus[i % len(gpus)]``, unpinned, every thread; where a GPU has several workers, none of them
+    preallocates its memory (unless ``environ``, default ``os.environ``, says otherwise).
+
+    >>> [p.cpus for p in worker_places(2, cpus=[0, 1])[0]]
+    [[0], [1]]
+    >>> [p.env["CUDA_VISIBLE_DEVICES"] for p in worker_places(3, gpus=["0", "1"])[0]]
+    ['0', '1', '0']
+    """
+    if not gpus:
+        shares = cpu_shares(jobs, cpus)
+        if shares:  # each worker on its own cores, with as many threads
+            return ([WorkerPlace(len(share), share) for share in shares],
+                    f"on cores {' | '.join(format_cpu_list(share) for share in shares)}")
+        threads = thread_share(jobs, len(cpus) if cpus else None)
+        return [WorkerPlace(threads) for _ in range(jobs)], f"x {threads} thread(s), sharing every core"
+    environ = os.environ if environ is None else environ
+    on = [gpus[i % len(gpus)] for i in range(jobs)]
+    places = []
+    for gpu in on:
+        shared = _SHARED_GPU_ENV if on.count(gpu) > 1 else {}
+        places.append(WorkerPlace(env={"CUDA_VISIBLE_DEVICES": gpu,
+                                       **{k: v for k, v in shared.items() if k not in environ}}))
+    return places, f"on gpu {' | '.join(on)}, sharing every core"
 
 
 @dataclass
@@ -91,8 +143,10 @@ class WorkersResult:
 
 
 def run_workers(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = None,
-                out: TextIO | None = None) -> WorkersResult:
+                out: TextIO | None = None, envs: Sequence[Mapping[str, str]] | None = None) -> WorkersResult:
     """Start one process per command line, relay their output line by line, wait for all of them.
+
+    Each worker's environment is this process's, plus ``env``, plus its own entry of ``envs``.
 
     Each output line (stdout and stderr) is printed to ``out`` prefixed with ``[wI]``. SIGINT and
     SIGTERM received meanwhile are forwarded to every worker that is still running (each then
@@ -117,8 +171,9 @@ def run_workers(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = 
     signals = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
     handlers = {s: signal.signal(s, forward) for s in signals}
     try:
-        for argv in argvs:  # every worker before any reader thread: preexec_fn is not thread-safe
-            procs.append(subprocess.Popen(list(argv), env=child_env, stdout=subprocess.PIPE,
+        for i, argv in enumerate(argvs):  # every worker before any reader thread: preexec_fn is not thread-safe
+            own = {**child_env, **envs[i]} if envs else child_env
+            procs.append(subprocess.Popen(list(argv), env=own, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, bufsize=1,
                                           preexec_fn=_die_with_parent))
         lock = threading.Lock()

@@ -1,8 +1,9 @@
 """Every use of Optuna's private parts, in one place. Checked against Optuna 5.0.0.
 
 Optuna's public API cannot: claim a queued trial atomically on SQLite, find RUNNING trials
-that never sent a heartbeat, reach a trial's storage row by id, or name the storage calls that
-its cache wrapper makes on the RDB storage (which a retrying storage must wrap). What we need of its
+that never sent a heartbeat, reach a trial's storage row by id, name the storage calls that
+its cache wrapper makes on the RDB storage (which a retrying storage must wrap), or change a study
+attribute only if it still holds what was read (a compare-and-set). What we need of its
 internals (``optuna.storages._rdb.models``, ``Study._storage``, ``Study._study_id``,
 ``Trial._trial_id``, the cache wrapper's ``_backend``) is wrapped here; a new Optuna release is
 checked by reading this module and running ``tests/test_optuna_internals.py``.
@@ -20,15 +21,21 @@ Example:
 from __future__ import annotations
 
 import datetime
+import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import sqlalchemy.orm
-from optuna.storages._heartbeat import BaseHeartbeat  # noqa: F401 - re-exported: the heartbeat half of the storage API
+from optuna.storages._heartbeat import (
+    BaseHeartbeat,  # noqa: F401 - re-exported: the heartbeat half of the storage API
+    get_heartbeat_thread,
+)
 from optuna.storages._rdb import models as _models
 from optuna.trial import TrialState
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 
 #: The RDB storage's private methods that Optuna's ``_CachedStorage`` (the wrapper every RDB-backed
 #: study talks through) and ``fail_stale_trials`` call directly, besides the public storage API.
@@ -103,6 +110,41 @@ def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return trial._trial_id
 
 
+def heartbeat_thread(trial: optuna.Trial) -> Any:
+    """The thread ``study.optimize`` runs beside a trial to record its heartbeat, for a caller that
+    runs trials itself (``start()``, ``join()``); it does nothing on a storage without heartbeats."""
+    return get_heartbeat_thread(trial._trial_id, trial.study._storage)
+
+
+def report_together(study: optuna.Study, reports: Sequence[tuple[optuna.Trial, int, float]]) -> None:
+    """Several running trials' intermediate values (``trial.report(value, step)`` for each (trial, step,
+    value)) in one multi-row ``INSERT``, one transaction, on an RDB storage; one by one elsewhere, or where
+    a step was already reported (the table allows one value per trial and step)."""
+    rdb = _rdb_of(study)
+    if rdb is not None and len(reports) > 1:
+        table = _models.TrialIntermediateValueModel.__table__
+        rows = []
+        for trial, step, value in reports:
+            stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(float(value))
+            rows.append({"trial_id": trial._trial_id, "step": int(step), "intermediate_value": stored,
+                         "intermediate_value_type": kind})
+
+        def call() -> bool:
+            try:
+                with rdb.engine.begin() as connection:
+                    connection.execute(insert(table), rows)
+            except sqlalchemy.exc.IntegrityError:
+                return False
+            return True
+
+        if _retried(rdb, call):
+            for trial, step, value in reports:  # what trial.report keeps on the trial (should_prune reads it)
+                trial._cached_frozen_trial.intermediate_values[int(step)] = float(value)
+            return
+    for trial, step, value in reports:
+        trial.report(value, step)
+
+
 def storage_url_of(study: optuna.Study) -> str | None:
     """The URL of an RDB-backed study's storage, found through Optuna's cache wrapper; else None."""
     storage: Any = study._storage
@@ -130,3 +172,73 @@ def is_enqueued(trial: optuna.Trial) -> bool:
     """True for a trial that runs an ``enqueue_trial`` config (Optuna 5 keeps those in the
     trial's ``fixed_params`` system attribute; ``Trial.system_attrs`` is gone)."""
     return "fixed_params" in trial.study._storage.get_trial_system_attrs(trial._trial_id)
+
+
+_LOCAL_CAS = threading.Lock()  # a study without an RDB storage (in memory) lives in one process
+
+
+def _rdb_of(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The RDB storage under a study's cache wrapper, or None (an in-memory study)."""
+    storage: Any = study._storage
+    for _ in range(3):
+        if isinstance(storage, optuna.storages.RDBStorage):
+            return storage
+        storage = getattr(storage, "_backend", None)
+    return None
+
+
+def _retried(rdb: optuna.storages.RDBStorage, call: Any) -> Any:
+    """``call()``, through the storage's outage retry when it has one (``ResilientRDBStorage``)."""
+    retrying = getattr(rdb, "_retrying", None)
+    return retrying(call) if retrying is not None else call()
+
+
+def study_user_attr_json(study: optuna.Study, key: str) -> str | None:
+    """The study's user attribute ``key`` as its storage holds it (JSON text), read now; None if absent."""
+    rdb = _rdb_of(study)
+    if rdb is None:
+        attrs = study._storage.get_study_user_attrs(study._study_id)
+        return json.dumps(attrs[key]) if key in attrs else None
+    table = _models.StudyUserAttributeModel.__table__
+    query = select(table.c.value_json).where(table.c.study_id == study._study_id, table.c.key == key)
+
+    def call() -> str | None:
+        with rdb.engine.connect() as connection:
+            return connection.execute(query).scalar_one_or_none()
+
+    return _retried(rdb, call)
+
+
+def compare_and_set_study_user_attr(study: optuna.Study, key: str, expected: str | None, value: Any) -> bool:
+    """Set the study's user attribute ``key`` to ``value`` only if the storage still holds ``expected``
+    there (the JSON text :func:`study_user_attr_json` read; None: absent). True when this call wrote it.
+
+    One conditional ``UPDATE ... WHERE value_json = expected`` (or, for an absent attribute, an
+    ``INSERT`` that the table's unique (study, key) constraint lets one writer make), each its own
+    transaction: a compare-and-set on SQLite, PostgreSQL and MySQL alike, as in
+    :class:`ClaimingRDBStorage`. Optuna's own ``set_study_user_attr`` is a read then a write.
+    """
+    text = json.dumps(value)
+    rdb = _rdb_of(study)
+    if rdb is None:
+        with _LOCAL_CAS:
+            if study_user_attr_json(study, key) != expected:
+                return False
+            study._storage.set_study_user_attr(study._study_id, key, value)
+            return True
+    table = _models.StudyUserAttributeModel.__table__
+    if expected is None:
+        change: Any = insert(table).values(study_id=study._study_id, key=key, value_json=text)
+    else:
+        change = (update(table).where(table.c.study_id == study._study_id, table.c.key == key,
+                                      table.c.value_json == expected).values(value_json=text))
+
+    def call() -> bool:
+        try:
+            with rdb.engine.begin() as connection:
+                written = connection.execute(change).rowcount == 1
+        except sqlalchemy.exc.IntegrityError:  # another writer inserted it first
+            return False
+        return written or study_user_attr_json(study, key) == text  # a retried write that had committed
+
+    return _retried(rdb, call)

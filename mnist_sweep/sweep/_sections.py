@@ -1,4 +1,4 @@
-"""The smaller sections of a sweep file: heartbeat, storage_retry, training, keep, confirm, source.
+"""The smaller sections of a sweep file: heartbeat, storage_retry, training, pack, keep, confirm, source.
 
 Each is a frozen pydantic model that :class:`mnist_sweep.sweep.config.SweepConfig` holds under its key;
 they live here so the sweep's own module stays about the sweep.
@@ -16,7 +16,8 @@ from pydantic import Field
 
 from mnist_sweep.sweep.space import Frozen
 
-__all__ = ["ConfirmConfig", "HeartbeatConfig", "KeepConfig", "Provenance", "StorageRetryConfig", "TrainingConfig"]
+__all__ = ["ConfirmConfig", "HeartbeatConfig", "KeepConfig", "PackConfig", "Provenance", "StorageRetryConfig",
+           "TrainingConfig"]
 
 
 class HeartbeatConfig(Frozen):
@@ -49,6 +50,17 @@ class TrainingConfig(Frozen):
     measure_latency: bool = Field(
         default=True, description="record each COMPLETE trial's inference latency (batch 1) and throughput "
         "(batch 1024) on this machine; about a second per trial")
+
+
+class PackConfig(Frozen):
+    """Packed trials: trials of one model structure trained together as one compiled program."""
+
+    members: int = Field(default=1, ge=1, le=1024, description="train up to K trials at once as one compiled "
+                         "program (jax.vmap over members) when their models share a structure (layers, widths, "
+                         "activation, batch norm, optimizer, batch size, epochs...); each stays an ordinary trial "
+                         "(reported, pruned and kept on its own). After a trial is sampled, K-1 more are sampled "
+                         "with its structure fixed (or taken from the sweep's enqueued trials). 1: one trial at a "
+                         "time (the `fit` path). Pays for small models and on a GPU; `run --pack K` overrides it")
 
 
 class KeepConfig(Frozen):

@@ -32,6 +32,7 @@ from mnist_sweep.sweep._sections import (
     ConfirmConfig,
     HeartbeatConfig,
     KeepConfig,
+    PackConfig,
     Provenance,
     StorageRetryConfig,
     TrainingConfig,
@@ -179,6 +180,7 @@ class SweepConfig(Frozen):
         "is failed (reason recorded, checked every few batches) and the worker goes on with the next: a runaway "
         "or stuck trial; default: none")
     training: TrainingConfig = TrainingConfig()
+    pack: PackConfig = PackConfig()
     keep: KeepConfig = KeepConfig()
     confirm: ConfirmConfig = ConfirmConfig()
     objectives: list[ObjectiveName] = Field(
@@ -258,7 +260,7 @@ def sweep_from_dict(data: Mapping[str, Any], name: str = "sweep") -> SweepConfig
 
 
 def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: float | None = None,
-                   seed: int | None = None, data: str | None = None,
+                   seed: int | None = None, data: str | None = None, pack: int | None = None,
                    origin: str = "overrides") -> SweepConfig:
     """A copy of ``sweep`` with some top-level settings replaced (``None`` keeps the sweep's), validated again.
 
@@ -267,6 +269,7 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
         timeout: seconds after which a run starts no new trial.
         seed: sampler and weight-initialisation seed.
         data: a data source (``bundled``, an IDX directory, an ``.npz``), replacing ``data.source``.
+        pack: trials trained together as one program (``pack.members``; 1: one at a time).
         origin: names the overrides in error lines (the CLI says "command line").
     """
     changes: dict[str, Any] = {"trials": trials, "timeout": timeout, "seed": seed}
@@ -276,11 +279,13 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
         dumped["hard_timeout"] = timeout + sweep.hard_timeout - (sweep.timeout or sweep.hard_timeout)
     if data is not None:
         dumped["data"] = {**dumped["data"], "source": str(data)}
+    if pack is not None:
+        dumped["pack"] = {**dumped["pack"], "members": pack}
     return parse_sweep(dumped, f"sweep '{sweep.name}' ({origin})")
 
 
 def _known_keys() -> set[str]:
     models = [SweepConfig, SearchSpace, Axis, Choice, DataConfig, HeartbeatConfig, TrainingConfig, KeepConfig,
-              ConfirmConfig, StorageRetryConfig, Provenance,
+              PackConfig, ConfirmConfig, StorageRetryConfig, Provenance,
               TpeSampler, QmcSampler, MedianPruner, HyperbandPruner, SuccessiveHalvingPruner]
     return {name for model in models for name in model.model_fields}

@@ -54,6 +54,33 @@ def test_extra_axes_change_the_model() -> None:
     assert float(schedule(0)) == pytest.approx(0.001) and float(schedule(30)) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_weight_decay_zero_means_no_decay(name: str) -> None:
+    # AdamW's own default is 0.004: a trial that says 0 must not decay at it
+    optimizer = build_model({"hidden_layers": 1, "units": 8, "optimizer": name, "weight_decay": 0.0}).optimizer
+    assert not optimizer.weight_decay  # 0.0 (AdamW) or None (no decay step at all)
+    if name == "adamw":
+        assert build_model({"hidden_layers": 1, "units": 8, "optimizer": name}).optimizer.weight_decay == 0.0
+
+
+def test_adamw_with_zero_decay_trains_like_adam() -> None:
+    import numpy as np
+
+    from mnist_sweep.model.training import fresh_keras
+
+    x = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    y = np.arange(64) % 10
+    weights = {}
+    for name in ("adam", "adamw"):
+        fresh_keras(seed=0)
+        model = build_model({"hidden_layers": 1, "units": 8, "dropout": 0.0, "optimizer": name,
+                             "weight_decay": 0.0, "learning_rate": 0.01})
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+        weights[name] = model.get_weights()
+    for a, b in zip(weights["adam"], weights["adamw"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_cosine_needs_steps_per_epoch() -> None:
     with pytest.raises(ValueError, match="cosine"):
         build_model({"lr_schedule": "cosine"})

@@ -166,6 +166,21 @@ def test_final_without_kept_models_is_one_line_exit_2(tmp_path: Path, tiny_datas
     assert err.count("\n") == 1 and "kept no trained model" in err
 
 
+def test_final_with_a_kept_file_gone_is_one_line_exit_2(tmp_path: Path, tiny_dataset, capsys, monkeypatch) -> None:
+    from mnist_sweep.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    study = run_sweep(_sweep(1, 1, name="gone"), url, dataset=tiny_dataset)
+    (kept,) = kept_models(study)
+    (artifact_dir(study) / kept.artifact_id).unlink()  # deleted by hand, or the folder is on another machine
+    capsys.readouterr()
+    assert main(["final", "--study", "gone", "--storage", url, "-o", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'gone'" in err and f"trial {kept.trial}" in err and kept.artifact_id in err, err
+    assert not (tmp_path / "f").exists()  # nothing half-written
+
+
 def test_retained_keeps_the_best_k_and_each_front() -> None:
     from mnist_sweep.search.kept_models import KeptModel, retained
 

@@ -199,6 +199,29 @@ def test_jax_keeps_compiled_steps_for_the_next_trials(write_sweep, sqlite_url: s
     assert cache.is_dir() and any(name.name.endswith("-cache") for name in cache.iterdir())
 
 
+def test_a_jax_run_imports_no_tensorflow(tmp_path: Path) -> None:
+    # Keras imported TensorFlow when installed (its serialiser asks ``tf.available``, when a model is
+    # kept): seconds of start-up and a second framework on the GPU. A TensorFlow imported later
+    # (a notebook) is seen again.
+    pytest.importorskip("jax")
+    code = ("import sys, mnist_sweep as ms\n"
+            f"ms.run(ms.with_overrides(ms.load_sweep('quick'), trials=2), storage='sqlite:///{tmp_path}/s.db', "
+            "progress=False)\n"
+            "assert ms.kept_models(ms.load_study('sqlite:///" + str(tmp_path) + "/s.db', 'quick'))\n"
+            "print('tensorflow' in sys.modules)\n"
+            "from importlib.util import find_spec\n"
+            "if find_spec('tensorflow'):\n"
+            "    import tensorflow\n"
+            "    from keras.src.utils.module_utils import tensorflow as tf\n"
+            "    from mnist_sweep._base.settings import keras_without_tensorflow\n"
+            "    keras_without_tensorflow()\n"
+            "    assert tf.available\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr
+
+
 def test_enqueued_trials_are_never_pruned(write_sweep, sqlite_url: str) -> None:
     # A hand-picked config runs whole: at epoch 1 the weak second one is far below the first,
     # which a median pruner with no warm-up would cut, and does cut for a sampled trial.
