@@ -5,7 +5,9 @@ Optuna fails the running trial instead of leaving it RUNNING; later ones are ign
 clean-up is not cut short (a terminal's Ctrl-C also reaches ``run --jobs`` workers, which it
 forwards). The signal is also remembered: an exception raised from a handler can be swallowed
 where it lands (a finalizer, a library's ``except BaseException``), so the sweep loop asks
-:meth:`StopSignals.received` after every epoch and between trials.
+:meth:`StopSignals.received` after every epoch and between trials. Inside a storage call
+(:func:`deferring_stops`) the first signal raises nothing: cut there, a trial just created by
+``study.ask`` would stay RUNNING with nobody to fail it; the loop acts on it at its next question.
 
 Example:
     >>> with StopSignals.installed() as stop:
@@ -21,6 +23,29 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+_deferring = 0  # storage calls in flight on the main thread, where a stop signal only is remembered
+_deferred: list[StopSignals] = []  # the handler whose signal came inside such a call
+
+
+@contextlib.contextmanager
+def deferring_stops() -> Iterator[None]:
+    """A block (one storage call) that the first stop signal must not cut. The signal is remembered:
+    a sweep loop (:attr:`StopSignals.polled`) acts on it at its next question; anything else gets
+    its ``KeyboardInterrupt`` as the block ends."""
+    global _deferring
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _deferring += 1
+    try:
+        yield
+    finally:
+        if main:
+            _deferring -= 1
+            if not _deferring and _deferred:
+                stop = _deferred.pop()
+                if not stop.polled:
+                    raise stop.exception()
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so Optuna marks the running trial FAIL instead of leaving it RUNNING."""
@@ -31,11 +56,15 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.polled = False  # a sweep loop asks received() between trials and epochs
 
     def __call__(self, signum: int, frame: Any) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
         self.signum = signum
+        if _deferring:
+            _deferred.append(self)
+            return
         raise self.exception()
 
     def received(self) -> bool:

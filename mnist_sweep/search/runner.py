@@ -125,6 +125,7 @@ def run(
         if jobs > 1:
             study = _run_jobs(sweep, url, name, jobs, provenance, header, say, gpu_ids)
         else:
+            stop.polled = True  # the loop asks stop.received() between trials and after every epoch
             freeze_long_lived_objects()
             epochs = EpochProgress(progress, out=out)
             running: dict[str, Any] = {}
@@ -143,6 +144,7 @@ def run(
             except KeyboardInterrupt as err:
                 raise _interrupted(running.get("trial"), err, stop, name, url) from None
             finally:
+                stop.polled = False
                 epochs.clear()
     if shown:
         print_summary(study, time.monotonic() - start, out)
@@ -160,8 +162,6 @@ def _printer(out: TextIO | None, enabled: bool) -> Any:
 def _interrupted(trial: optuna.Trial | None, err: KeyboardInterrupt, stop: StopSignals, name: str,
                  url: str) -> SweepInterrupted:
     """Make sure the running trial is failed (Optuna does it, unless the signal came mid-I/O)."""
-
-
     study = None
     if trial is not None:
         study = trial.study

@@ -35,6 +35,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
+from mnist_sweep._base.signals import deferring_stops
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage._optuna_internals import PRIVATE_STORAGE_CALLS, BaseHeartbeat, ClaimingRDBStorage
 
@@ -115,7 +116,8 @@ class ResilientRDBStorage(ClaimingRDBStorage):
         delay, attempt = FIRST_DELAY_S, 0
         while True:
             try:
-                value = call()
+                with deferring_stops():  # a stop signal lands after the call, not inside a half-done write
+                    value = call()
             except optuna.exceptions.UpdateFinishedTrialError:
                 raise
             except Exception as err:
