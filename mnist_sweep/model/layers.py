@@ -30,6 +30,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from mnist_sweep.model._noise import hash_uniform
+from mnist_sweep.model._warp import bilinear, gaussian_matrix, offsets
+
 
 @keras.saving.register_keras_serializable(package="mnist_sweep")
 class VariableDropout(keras.layers.Layer):
@@ -58,7 +61,7 @@ class VariableDropout(keras.layers.Layer):
             return inputs
         keep = 1.0 - keras.ops.cast(self._rate, inputs.dtype)
         if keras.backend.backend() == "jax":
-            noise = _hash_uniform(self.seed_generator.next(), inputs.shape, inputs.dtype)
+            noise = hash_uniform(self.seed_generator.next(), inputs.shape, inputs.dtype)
         else:
             noise = keras.random.uniform(keras.ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
         return keras.ops.where(noise < keep, inputs / keep, keras.ops.zeros_like(inputs))
@@ -152,31 +155,31 @@ class RandomAffine(keras.layers.Layer):
         ops = keras.ops
         n, side = ops.shape(inputs)[0], self.side
         if keras.backend.backend() == "jax":
-            u = _hash_uniform(self.seed_generator.next(), (inputs.shape[0], 4), inputs.dtype) * 2.0 - 1.0
+            u = hash_uniform(self.seed_generator.next(), (inputs.shape[0], 4), inputs.dtype) * 2.0 - 1.0
         else:
             u = keras.random.uniform((n, 4), minval=-1.0, maxval=1.0, dtype=inputs.dtype, seed=self.seed_generator)
         magnitudes = ops.cast(self._magnitudes, inputs.dtype)
         angle, zoom = u[:, 0:1] * magnitudes[1], 1.0 + u[:, 1:2] * magnitudes[2]
         dx, dy = u[:, 2:3] * magnitudes[0], u[:, 3:4] * magnitudes[0]
         cos, sin = ops.cos(angle) / zoom, ops.sin(angle) / zoom
-        centre, r, c = _offsets(side)
+        centre, r, c = offsets(side)
         # each output pixel samples the input at centre + M (p - centre) - d, M a scaled rotation
         src_rows, src_cols = centre + sin * c + cos * r - dy, centre + cos * c - sin * r - dx
         if self.elastic > 0:
             d_rows, d_cols = self._displacements(inputs, side)
             src_rows, src_cols = src_rows + d_rows, src_cols + d_cols
-        return _bilinear(inputs, src_rows, src_cols, side)
+        return bilinear(inputs, src_rows, src_cols, side)
 
     def _displacements(self, inputs: Any, side: int) -> tuple[Any, Any]:
         """Smoothed random displacements (rows, columns), ``n x side*side`` each, scaled by alpha."""
         ops = keras.ops
         shape = (inputs.shape[0], 2, side, side)
         if keras.backend.backend() == "jax":
-            noise = _hash_uniform(self.seed_generator.next(), shape, inputs.dtype) * 2.0 - 1.0
+            noise = hash_uniform(self.seed_generator.next(), shape, inputs.dtype) * 2.0 - 1.0
         else:
             noise = keras.random.uniform((ops.shape(inputs)[0], 2, side, side), minval=-1.0, maxval=1.0,
                                          dtype=inputs.dtype, seed=self.seed_generator)
-        gauss = ops.convert_to_tensor(_gaussian_matrix(side, ELASTIC_SIGMA), dtype=inputs.dtype)
+        gauss = ops.convert_to_tensor(gaussian_matrix(side, ELASTIC_SIGMA), dtype=inputs.dtype)
         smooth = ops.einsum("ij,nkjl,ml->nkim", gauss, noise, gauss) * ops.cast(self._elastic, inputs.dtype)
         smooth = ops.reshape(smooth, (-1, 2, side * side))
         return smooth[:, 0], smooth[:, 1]
@@ -210,7 +213,7 @@ class Deskew(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         ops, side = keras.ops, self.side
-        centre, r, c = _offsets(side)
+        centre, r, c = offsets(side)
         total = ops.sum(inputs, axis=1, keepdims=True)
         total = ops.where(total <= 1e-6, 1.0, total)  # a blank image: every moment 0, so no shift and no shear
         m_r = ops.sum(inputs * r, axis=1, keepdims=True) / total
@@ -218,7 +221,7 @@ class Deskew(keras.layers.Layer):
         var_r = ops.sum(inputs * (r - m_r) ** 2, axis=1, keepdims=True) / total
         cov = ops.sum(inputs * (r - m_r) * (c - m_c), axis=1, keepdims=True) / total
         skew = ops.where(var_r <= 1e-6, 0.0, cov / ops.where(var_r <= 1e-6, 1.0, var_r))
-        return _bilinear(inputs, centre + m_r + r, centre + m_c + c + skew * r, side)
+        return bilinear(inputs, centre + m_r + r, centre + m_c + c + skew * r, side)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -244,70 +247,6 @@ class NumpyGlorotUniform(keras.initializers.Initializer):
 
     def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
-
-
-def _gaussian_matrix(side: int, sigma: float) -> np.ndarray:
-    """Convolution with a normalised Gaussian as a ``side x side`` matrix, zeros beyond the border."""
-    offsets = np.arange(side)[:, None] - np.arange(side)[None, :]
-    return (np.exp(-0.5 * (offsets / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)).astype("float32")
-
-
-def _offsets(side: int) -> tuple[float, np.ndarray, np.ndarray]:
-    """The image's centre and each flattened pixel's row and column offset from it (``1 x side*side``)."""
-    centre = (side - 1) / 2.0
-    rows, cols = np.divmod(np.arange(side * side, dtype="float32"), side)
-    return centre, rows[None] - centre, cols[None] - centre
-
-
-def _bilinear(images: Any, src_rows: Any, src_cols: Any, side: int) -> Any:
-    """Flattened ``side x side`` images sampled at (``src_rows``, ``src_cols``) per output pixel,
-    bilinearly, 0 outside: the images get a border of zeros, so every corner of every sample is a
-    plain index into it, and four batched gathers do the rest. Why not
-    ``keras.ops.image.affine_transform``: on JAX it took 4.0 ms per batch of 128 here against
-    0.44 ms for this, more than the tutorial's model 4 spends on its forward and backward pass."""
-    ops = keras.ops
-    padded_side = side + 2
-    padded = ops.reshape(ops.pad(ops.reshape(images, (-1, side, side)), [[0, 0], [1, 1], [1, 1]]),
-                         (-1, padded_side * padded_side))
-    top, left = ops.clip(ops.floor(src_rows), -1, side - 1), ops.clip(ops.floor(src_cols), -1, side - 1)
-    down, right = ops.clip(src_rows - top, 0, 1), ops.clip(src_cols - left, 0, 1)
-    corner = ops.cast((top + 1) * padded_side + left + 1, "int32")
-    out = ops.zeros_like(images)
-    for offset, weight in ((0, (1 - down) * (1 - right)), (1, (1 - down) * right),
-                           (padded_side, down * (1 - right)), (padded_side + 1, down * right)):
-        out = out + weight * ops.take_along_axis(padded, corner + offset, axis=1)
-    return out
-
-
-def _lowbias32(x: Any) -> Any:
-    """A 32-bit integer hash with full avalanche (Wellons' lowbias32); ``x`` is uint32, arithmetic wraps."""
-    import jax.numpy as jnp
-
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def _hash_uniform(seed: Any, shape: tuple[int, ...], dtype: Any) -> Any:
-    """Uniform [0, 1) noise of ``shape`` from a 2-word seed: each element's index hashed twice with the
-    seed's words (a counter-based generator, like Philox or Threefry, with far fewer rounds).
-
-    Why: Keras's JAX dropout draws Threefry-2x32 bits, 20 rounds per pair of words; XLA compiles that
-    into large fused loops (about a second of compilation per new model here) and running it cost
-    about as much as the matrix products of the quick sweep's models. Dropout needs independent
-    masks, not cryptographic streams: two rounds of a full-avalanche hash pass the tests in
-    ``tests/test_layers.py`` (rate, independence between elements and between steps).
-    """
-    import jax.numpy as jnp
-    from jax import lax
-
-    seed = jnp.asarray(seed).astype(jnp.uint32)
-    count = int(np.prod(shape))
-    index = lax.iota(jnp.uint32, count)
-    bits = _lowbias32(_lowbias32(index ^ _lowbias32(seed[0] + jnp.uint32(0x9E3779B9))) + _lowbias32(seed[1]))
-    return ((bits >> 8).astype(dtype) * (1.0 / (1 << 24))).reshape(shape)
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
