@@ -38,6 +38,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _members(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -74,9 +78,9 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
     p.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
     p.add_argument("--seed", type=int, metavar="N", help="sampler and weight-init seed")
-    p.add_argument("--pack", type=_positive_int, metavar="K",
+    p.add_argument("--pack", type=_members, metavar="K",
                    help="train up to K trials of one model structure together as one program (the sweep's "
-                        "pack.members; 1: one trial at a time)")
+                        "pack.members; 1: one trial at a time; auto: 8 on a GPU, 1 on a CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

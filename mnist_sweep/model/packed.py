@@ -63,6 +63,14 @@ def pack_key(params: Mapping[str, Any]) -> tuple:
             int(p["batch_size"]), int(p["epochs"]))
 
 
+def packs_on_accelerator() -> bool:
+    """Whether packs would train on a GPU or TPU here (Keras on JAX, JAX on an accelerator): what
+    ``pack: {members: auto}`` asks."""
+    import keras
+
+    return keras.backend.backend() == "jax" and not program.on_cpu()
+
+
 def chunk_size(steps: int, target: int = CHUNK_STEPS) -> int:
     """Batches per compiled call: the divisor of ``steps`` nearest ``target`` between half and twice it,
     so every call has one length (one program where the length is static), else ``target``.
@@ -281,6 +289,10 @@ class PackedTrainer:
             best = [values[position[id(v)]] for v in model.weights]
         return FitResult(history={k: list(v) for k, v in r.history.items()}, epoch_seconds=list(r.epoch_seconds),
                          stop_reason=r.stop_reason, best_weights=best, best_epoch=r.best_epoch)
+
+    def best_value(self, i: int) -> float:
+        """Member ``i``'s best validation accuracy so far (``-inf`` before its first finite one)."""
+        return self._best_value[i]
 
     def write_back(self, i: int, best: bool = True) -> Any:
         """``models[i]`` with member ``i``'s best-epoch (or current) weights, ready to keep, measure or save."""

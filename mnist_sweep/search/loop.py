@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 
 from mnist_sweep.data.dataset import Dataset, load_dataset
 from mnist_sweep.errors import SweepFailed
+from mnist_sweep.model.packed import packs_on_accelerator
 from mnist_sweep.search.confirmation import CONFIRMS_ATTR, enqueue_confirmations, waiting_confirmations
 from mnist_sweep.search.objective import Objective
 from mnist_sweep.search.outcomes import (
@@ -137,11 +138,12 @@ def run_sweep(
     deadline = time.monotonic() + sweep.hard_timeout if sweep.hard_timeout is not None else None
     budget = TrialBudget(deadline, target_trials=sweep.trials)
     streak = _Streak()
+    members = sweep.pack.on_device(packs_on_accelerator())
 
     def trials(budget: TrialBudget, room: int = 1) -> None:
         """One trial, or a pack of up to ``room`` (the trials the target still lacks)."""
-        if sweep.pack.members > 1 and room > 1:
-            outcomes = run_pack(study, objective, budget, callbacks, min(room, sweep.pack.members))
+        if members > 1 and room > 1:
+            outcomes = run_pack(study, objective, budget, callbacks, min(room, members))
         else:
             outcome = _optimize_one(study, objective, budget, callbacks)
             outcomes = [outcome] if outcome is not None else []

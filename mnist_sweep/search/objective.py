@@ -61,7 +61,7 @@ from mnist_sweep.search.outcomes import (
     never,
     outcome_of_error,
 )
-from mnist_sweep.storage._optuna_internals import is_enqueued
+from mnist_sweep.storage._optuna_internals import is_enqueued, set_user_attrs
 from mnist_sweep.sweep.config import SweepConfig
 from mnist_sweep.sweep.params import suggest_params
 
@@ -229,17 +229,17 @@ class Objective:
         that completes, into the dict, and recorded as they are by the others.
         """
         trial = prepared.trial
-        trial.set_user_attr("fit_seconds", round(fit_seconds, 4))
-        trial.set_user_attr("history", result.history)
-        trial.set_user_attr("epoch_seconds", [round(s, 4) for s in result.epoch_seconds])
-        trial.set_user_attr("epochs_run", result.epochs_run)
+        record: dict[str, Any] = {"fit_seconds": round(fit_seconds, 4), "history": result.history,
+                                  "epoch_seconds": [round(s, 4) for s in result.epoch_seconds],
+                                  "epochs_run": result.epochs_run}
         if result.epoch_seconds:
-            trial.set_user_attr("seconds_per_epoch", round(statistics.median(result.epoch_seconds), 4))
-        if result.diverged:
-            trial.set_user_attr("fail_reason", result.stop_reason)
-            raise optuna.TrialPruned(result.stop_reason)
-        if result.stop_reason is not None:
-            raise optuna.TrialPruned(f"pruned after epoch {result.epochs_run}")
+            record["seconds_per_epoch"] = round(statistics.median(result.epoch_seconds), 4)
+        if result.diverged or result.stop_reason is not None:
+            if result.diverged:
+                record["fail_reason"] = result.stop_reason
+            set_user_attrs(trial, record)
+            why = result.stop_reason if result.diverged else f"pruned after epoch {result.epochs_run}"
+            raise optuna.TrialPruned(why)
         value = max(v for v in result.history["val_accuracy"] if math.isfinite(v))
         model = prepared.model if model is None else model
         costs: dict[str, float] = {"n_params": prepared.n_params}
@@ -247,9 +247,9 @@ class Objective:
             if same_structure is not None and not same_structure:
                 same_structure.update(measure_inference(model))
             figures = same_structure if same_structure is not None else measure_inference(model)
-            for key, figure in figures.items():
-                trial.set_user_attr(key, figure)
-                costs[key] = figure
+            record.update(figures)
+            costs.update(figures)
+        set_user_attrs(trial, record)  # one write
         if result.best_weights is not None:
             keep_model(trial, model, result.best_weights, result.best_epoch or result.epochs_run, value,
                        self.sweep.keep.models, costs=costs, pareto=self.sweep.keep.pareto)

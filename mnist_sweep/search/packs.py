@@ -117,6 +117,12 @@ def _groups(prepared: list[PreparedTrial]) -> list[list[PreparedTrial]]:
     return list(groups.values())
 
 
+def _best_first(trainer: PackedTrainer, live: Mapping[int, PreparedTrial]) -> list[int]:
+    """The live members, best validation accuracy first: of members ending together the best are kept
+    first, and those that cannot rank then are turned away before their model is saved."""
+    return sorted(live, key=lambda i: -trainer.best_value(i))
+
+
 def _queued(study: optuna.Study) -> int:  # trials waiting in the queue, winner confirmation's re-runs aside
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                if CONFIRMS_ATTR not in t.user_attrs)
@@ -253,11 +259,11 @@ class _Pack:
                 self._fail_all(live, err)
                 return
             seconds = time.perf_counter() - started  # each member's fit_seconds: the pack's, to this epoch
-            for i in list(live):
+            for i in _best_first(trainer, live):
                 self._after_epoch(trainer, live, i, epoch, metrics[i], hooks[i], seconds)
             if not live:
                 return
-        for i in list(live):  # the engine ran every epoch
+        for i in _best_first(trainer, live):  # the engine ran every epoch
             self._end(trainer, live, i, time.perf_counter() - started)
 
     def _after_epoch(self, trainer: PackedTrainer, live: dict[int, PreparedTrial], i: int, epoch: int,

@@ -77,7 +77,8 @@ class TrialLines:
         self.before = before  # called first, e.g. to clear a live epoch line
 
     def __call__(self, study: Any, trial: Any) -> None:
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        done = len(finished)
         filled = min(20, round(20 * done / self.target))
         bar = "#" * filled + "-" * (20 - filled)
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
@@ -89,7 +90,7 @@ class TrialLines:
                 f"at epoch {max(steps)} val_acc={last:.4f}" if last is not None else "")
         elif trial.state == TrialState.FAIL:
             value = trial.user_attrs.get("fail_reason", "")
-        leader = best_trial(study)
+        leader = best_trial(study, finished)
         best = f" best={accuracy_of(leader):.4f}" if leader is not None else ""
         if self.before is not None:
             self.before()

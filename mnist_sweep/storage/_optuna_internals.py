@@ -145,6 +145,27 @@ def report_together(study: optuna.Study, reports: Sequence[tuple[optuna.Trial, i
         trial.report(value, step)
 
 
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """``trial.set_user_attr(key, value)`` for every item of ``attrs``, in one transaction on an RDB
+    storage (a trial's record at its end is a handful of attributes: one write, not one each)."""
+    rdb = _rdb_of(trial.study)
+    if rdb is None or len(attrs) < 2:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    row = trial_id(trial)
+
+    def call() -> None:
+        with _create_scoped_session(rdb.scoped_session, True) as session:
+            for key, value in attrs.items():
+                rdb._set_trial_attr_without_commit(session, _models.TrialUserAttributeModel, row, key, value)
+
+    _retried(rdb, call)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
 def storage_url_of(study: optuna.Study) -> str | None:
     """The URL of an RDB-backed study's storage, found through Optuna's cache wrapper; else None."""
     storage: Any = study._storage

@@ -10,9 +10,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mnist_sweep.sweep.space import Frozen
 
@@ -55,12 +55,29 @@ class TrainingConfig(Frozen):
 class PackConfig(Frozen):
     """Packed trials: trials of one model structure trained together as one compiled program."""
 
-    members: int = Field(default=1, ge=1, le=1024, description="train up to K trials at once as one compiled "
-                         "program (jax.vmap over members) when their models share a structure (layers, widths, "
-                         "activation, batch norm, optimizer, batch size, epochs...); each stays an ordinary trial "
-                         "(reported, pruned and kept on its own). After a trial is sampled, K-1 more are sampled "
-                         "with its structure fixed (or taken from the sweep's enqueued trials). 1: one trial at a "
-                         "time (the `fit` path). Pays for small models and on a GPU; `run --pack K` overrides it")
+    #: What ``members: auto`` means on an accelerator (on a CPU it means 1): docs/decisions.md says why.
+    ACCELERATOR_MEMBERS: ClassVar[int] = 8
+
+    members: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        default="auto", description="train up to K trials at once as one compiled program "
+        "(jax.vmap over members) when their models share a structure (layers, widths, activation, batch norm, "
+        "optimizer, batch size, epochs...); each stays an ordinary trial (reported, pruned and kept on its own). "
+        "After a trial is sampled, K-1 more are sampled with its structure fixed (or taken from the sweep's "
+        "enqueued trials). 1: one trial at a time (the `fit` path). 'auto': 8 on a GPU or TPU, 1 on a CPU "
+        "(where packing pays only for small models); `run --pack K` overrides it")
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _members(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024):
+            return value
+        raise ValueError(f"want a whole number from 1 to 1024, or 'auto' (got {value!r})")
+
+    def on_device(self, accelerator: bool) -> int:
+        """The members per pack on a machine that trains on an ``accelerator`` (else on a CPU)."""
+        if self.members == "auto":
+            return self.ACCELERATOR_MEMBERS if accelerator else 1
+        return self.members
 
 
 class KeepConfig(Frozen):

@@ -260,7 +260,7 @@ def sweep_from_dict(data: Mapping[str, Any], name: str = "sweep") -> SweepConfig
 
 
 def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: float | None = None,
-                   seed: int | None = None, data: str | None = None, pack: int | None = None,
+                   seed: int | None = None, data: str | None = None, pack: int | str | None = None,
                    origin: str = "overrides") -> SweepConfig:
     """A copy of ``sweep`` with some top-level settings replaced (``None`` keeps the sweep's), validated again.
 
@@ -269,7 +269,8 @@ def with_overrides(sweep: SweepConfig, *, trials: int | None = None, timeout: fl
         timeout: seconds after which a run starts no new trial.
         seed: sampler and weight-initialisation seed.
         data: a data source (``bundled``, an IDX directory, an ``.npz``), replacing ``data.source``.
-        pack: trials trained together as one program (``pack.members``; 1: one at a time).
+        pack: trials trained together as one program (``pack.members``; 1: one at a time; ``"auto"``:
+            by the device).
         origin: names the overrides in error lines (the CLI says "command line").
     """
     changes: dict[str, Any] = {"trials": trials, "timeout": timeout, "seed": seed}

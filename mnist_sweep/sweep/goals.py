@@ -44,8 +44,9 @@ def accuracy_of(trial: FrozenTrial) -> float | None:
     return float(trial.values[0]) if trial.values else None
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
+def best_trial(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> FrozenTrial | None:
     """The COMPLETE trial with the best validation accuracy (the lower number on a tie), or None;
-    in a single-objective study that is Optuna's ``best_trial``."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    in a single-objective study that is Optuna's ``best_trial``. ``trials``: the study's, already read."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trials is None else trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     return max(complete, key=lambda t: (accuracy_of(t), -t.number), default=None)

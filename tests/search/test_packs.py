@@ -160,10 +160,30 @@ def test_pack_of_one_is_the_one_at_a_time_path(sqlite_url: str, tiny_dataset, mo
     monkeypatch.setattr("mnist_sweep.search.loop.run_pack", no_pack)
     study = run_sweep(_sweep("one", 1, trials=2), sqlite_url, dataset=tiny_dataset)
     assert len(_done(study)) == 2 and all("pack" not in t.user_attrs for t in study.trials)
-    assert sweep_from_dict({**TINY_SWEEP}).pack.members == 1  # the default
     assert with_overrides(_sweep("one", 1, trials=2), pack=8).pack.members == 8
     assert build_parser().parse_args(["run", "quick", "--pack", "4"]).pack == 4
     assert build_parser().parse_args(["worker", "quick", "--pack", "2"]).pack == 2
+    assert build_parser().parse_args(["run", "quick", "--pack", "auto"]).pack == "auto"
+
+
+def test_the_default_pack_suits_the_device(sqlite_url: str, tiny_dataset, monkeypatch) -> None:
+    default = sweep_from_dict({**TINY_SWEEP}).pack
+    assert default.members == "auto" and default.on_device(accelerator=False) == 1
+    assert default.on_device(accelerator=True) == default.ACCELERATOR_MEMBERS > 1
+    assert with_overrides(_sweep("one", 1, trials=2), pack="auto").pack.on_device(True) == default.ACCELERATOR_MEMBERS
+
+    class Packed(Exception):
+        pass
+
+    def run_pack(*args):
+        raise Packed(args[-1])
+
+    monkeypatch.setattr("mnist_sweep.search.loop.run_pack", run_pack)
+    run_sweep(sweep_from_dict({**TINY_SWEEP, "trials": 2}), sqlite_url, dataset=tiny_dataset)  # on this CPU: alone
+    monkeypatch.setattr("mnist_sweep.search.loop.packs_on_accelerator", lambda: True)  # as on a GPU
+    with pytest.raises(Packed) as packed:
+        run_sweep(sweep_from_dict({**TINY_SWEEP, "name": "gpu", "trials": 20}), sqlite_url, dataset=tiny_dataset)
+    assert packed.value.args == (default.ACCELERATOR_MEMBERS,)
 
 
 def test_the_grid_sampler_is_asked_and_grouped(sqlite_url: str, tiny_dataset) -> None:

@@ -11,7 +11,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mnist_sweep.storage._optuna_internals import CHECKED_OPTUNA, running_without_heartbeat, study_id, trial_id
+from mnist_sweep.storage._optuna_internals import (
+    CHECKED_OPTUNA,
+    running_without_heartbeat,
+    set_user_attrs,
+    study_id,
+    trial_id,
+)
 from mnist_sweep.storage.rdb import open_storage, reap_dead_trials
 from mnist_sweep.sweep.config import HeartbeatConfig
 
@@ -66,3 +72,19 @@ def test_the_oldest_supported_optuna_is_one_this_code_was_checked_against() -> N
     as_tuple = lambda v: tuple(int(p) for p in v.split(".")[:2])  # noqa: E731
     assert as_tuple(floor[1]) >= min(as_tuple(v) for v in CHECKED_OPTUNA)
     assert as_tuple(optuna.__version__) >= as_tuple(floor[1])
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_user_attrs_written_together_read_back_as_one_by_one(sqlite_url: str, in_memory: bool) -> None:
+    storage = None if in_memory else open_storage(sqlite_url, None)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = study.ask()
+    attrs = {"history": {"val_accuracy": [0.5, 0.75]}, "epochs_run": 2, "fit_seconds": 1.25}
+    set_user_attrs(trial, attrs)
+    assert trial.user_attrs == attrs  # the running trial's own view, as set_user_attr keeps it
+    study.tell(trial, 0.75)
+    assert study.trials[0].user_attrs == attrs
+    if not in_memory:
+        assert optuna.load_study(study_name=study.study_name, storage=sqlite_url).trials[0].user_attrs == attrs
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(trial, {"late": 1, "later": 2})  # as set_user_attr refuses a finished trial
