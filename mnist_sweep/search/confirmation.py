@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from mnist_sweep.storage._queue import enqueue_once
 from mnist_sweep.sweep.goals import accuracy_of
 
 CONFIRMS_ATTR = "confirms"
@@ -93,9 +94,10 @@ def enqueue_confirmations(study: optuna.Study, top: int, seeds: int) -> int:
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     queued = 0
     for original in originals:
-        have = sum(1 for t in trials if t.user_attrs.get(CONFIRMS_ATTR) == original and t.state in live)
-        for _ in range(seeds - have):
-            study.enqueue_trial(dict(trials[original].params), user_attrs={CONFIRMS_ATTR: original})
+        runs = [t for t in trials if t.user_attrs.get(CONFIRMS_ATTR) == original]
+        have = sum(1 for t in runs if t.state in live)
+        for n in range(len(runs), len(runs) + seeds - have):  # keyed: workers that read the same trials queue once
+            enqueue_once(study, f"confirm:{original}:{n}", trials[original].params, {CONFIRMS_ATTR: original})
             queued += 1
     return queued
 

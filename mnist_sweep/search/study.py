@@ -30,6 +30,7 @@ from mnist_sweep._base.paths import storage_url
 from mnist_sweep._base.provenance import check_same_data
 from mnist_sweep.errors import InputError
 from mnist_sweep.search.samplers import make_pruner, make_sampler
+from mnist_sweep.storage._queue import config_key, enqueue_once
 from mnist_sweep.storage.rdb import open_storage, redact
 from mnist_sweep.sweep.config import SweepConfig
 from mnist_sweep.sweep.goals import accuracy_of, best_trial, directions
@@ -75,8 +76,8 @@ def open_study(
         study.set_user_attr("data_signature", dict(data_signature))
     if provenance is not None:
         study.set_user_attr("provenance", dict(provenance))
-    for params in sweep.enqueue:
-        study.enqueue_trial(dict(params), skip_if_exists=True)
+    for params in sweep.enqueue:  # keyed by config: workers opening the study together queue each once
+        enqueue_once(study, f"enqueue:{config_key(params)}", params)
     return study
 
 

@@ -6,7 +6,8 @@ its cache wrapper makes on the RDB storage (which a retrying storage must wrap),
 attribute only if it still holds what was read (a compare-and-set). What we need of its
 internals (``optuna.storages._rdb.models``, ``Study._storage``, ``Study._study_id``,
 ``Trial._trial_id``, the cache wrapper's ``_backend``) is wrapped here; a new Optuna release is
-checked by reading this module and running ``tests/test_optuna_internals.py``.
+checked by reading this module and :mod:`mnist_sweep.storage._queue` (trials created, failed and
+queued again exactly once) and running ``tests/storage/test_optuna_internals.py``.
 
 Optuna 5 keeps trial times in UTC (the ``datetime_start`` column holds naive UTC, read through
 ``TrialModel._datetime_start_utc``); Optuna 4 kept local time, so 4.x is not supported
@@ -34,8 +35,10 @@ from optuna.storages._heartbeat import (
     get_heartbeat_thread,
 )
 from optuna.storages._rdb import models as _models
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import insert, select, update
+
+from mnist_sweep.storage import _queue
 
 #: The RDB storage's private methods that Optuna's ``_CachedStorage`` (the wrapper every RDB-backed
 #: study talks through) and ``fail_stale_trials`` call directly, besides the public storage API.
@@ -62,6 +65,38 @@ class ClaimingRDBStorage(optuna.storages.RDBStorage):
     compare-and-set on every database: one claimer changes the row, the others change none and
     get False, as Optuna's contract says. The start time is written in UTC, as Optuna 5 does.
     """
+
+    #: ``heartbeat.max_retries``: how often a dead worker's config is queued again (None: always).
+    requeue_retries: int | None = None
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._create_new_trial(study_id, template_trial)._trial_id
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None,
+                          key: str | None = None) -> FrozenTrial:
+        """Optuna's, keyed (:func:`mnist_sweep.storage._queue.create_trial`): a retry finds what it made."""
+        made = _queue.create_trial(self, study_id, template_trial, key or _queue.create_key(template_trial))
+        return self.get_trial(made)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's reaper (``fail_stale_trials``) fails what this returns, with no reason, and queues
+        the config again in a second write: the storage fails them itself, with the reason and the
+        re-queue in one transaction, and leaves the reaper nothing."""
+        ClaimingRDBStorage.reap(self, study_id)  # under the caller's retry, if any
+        return []
+
+    def reap(self, study_id: int) -> list[int]:
+        """Fail the study's trials of dead workers (a heartbeat older than the grace period, or none
+        since a start longer ago than it), each with its reason, its config queued again; their ids."""
+        if self.heartbeat_interval is None:
+            return []
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        dead = [(tid, f"worker stopped sending heartbeats (none for over {grace} s)")
+                for tid in optuna.storages.RDBStorage._get_stale_trial_ids(self, study_id)]
+        dead += [(tid, "worker died before its first heartbeat") for tid in running_without_heartbeat(
+            self, study_id, utc_now() - datetime.timedelta(seconds=grace))]
+        return [tid for tid, reason in dead
+                if _queue.fail_and_requeue(self, study_id, tid, reason, self.requeue_retries)]
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
@@ -178,7 +213,11 @@ def storage_url_of(study: optuna.Study) -> str | None:
 
 
 def fail_if_running(trial: optuna.Trial, reason: str) -> bool:
-    """Mark ``trial`` FAIL with ``fail_reason`` if it is still RUNNING; True when this call did it."""
+    """Mark ``trial`` FAIL with ``fail_reason`` if it is still RUNNING (on an RDB storage in one
+    transaction); True when this call did it."""
+    rdb = _rdb_of(trial.study)
+    if rdb is not None:
+        return _retried(rdb, lambda: _queue.fail_running(rdb, trial._trial_id, reason))
     storage, tid = trial.study._storage, trial._trial_id
     if storage.get_trial(tid).state != TrialState.RUNNING:
         return False

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import datetime
 import re
 import time
 import unicodedata
@@ -23,17 +22,11 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from mnist_sweep.errors import InputError
-from mnist_sweep.storage._optuna_internals import (
-    running_without_heartbeat,
-    study_id,
-    study_storage,
-    utc_now,
-)
+from mnist_sweep.storage._optuna_internals import ClaimingRDBStorage, study_id, study_storage
 from mnist_sweep.storage.retry import DISK_FULL, READ_ONLY, ResilientRDBStorage, classify
 from mnist_sweep.sweep.config import HeartbeatConfig
 
@@ -109,13 +102,8 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
             engine_kwargs["pool_recycle"] = 3600  # MySQL drops connections idle for wait_timeout (8 h)
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
-        kwargs = {
-            "heartbeat_interval": heartbeat.interval,
-            "grace_period": heartbeat.grace_period or 3 * heartbeat.interval,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=heartbeat.max_retries
-            ),
-        }
+        kwargs = {"heartbeat_interval": heartbeat.interval,
+                  "grace_period": heartbeat.grace_period or 3 * heartbeat.interval}
     try:
         storage = _create(url, retry_seconds, engine_kwargs, kwargs)
     except ImportError as err:
@@ -133,6 +121,8 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
         raise InputError(f"{redact(url)}: {_first_line(err)}") from err
     if sqlite_file:
         _use_wal(storage)
+    if heartbeat is not None:
+        storage.requeue_retries = heartbeat.max_retries  # the storage's reaper queues dead workers' configs
     return storage
 
 
@@ -196,29 +186,17 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
 
 
 def reap_dead_trials(study: optuna.Study, rdb: optuna.storages.RDBStorage) -> list[int]:
-    """Fail the RUNNING trials of dead workers; returns the numbers of the trials failed here.
+    """Fail the RUNNING trials of dead workers, each with its reason, and queue their configs again
+    (up to ``heartbeat.max_retries`` times); returns the numbers of the trials failed here.
 
-    Optuna's ``fail_stale_trials`` fails (and retries) trials whose last heartbeat is older than
-    the grace period, but skips trials that never recorded one. A worker killed between creating
-    its trial and its first heartbeat would so leave a trial RUNNING forever, and a run waiting
-    for the last trials of its target would wait forever. Every mnist_sweep worker records a
-    heartbeat as its trial starts, so a RUNNING trial without any, started more than the grace
-    period ago, is dead: it is failed too, and its config queued again if it was an enqueued
-    one. A storage without heartbeats does nothing.
+    A dead worker's trial is one whose heartbeat is older than the grace period, or that never
+    recorded one and started longer ago than it (a worker killed between creating its trial and its
+    first heartbeat; Optuna's own reaper skips those, and a run waiting for the last trials of its
+    target would wait forever). The failing, its reason and the re-queue are one transaction
+    (:func:`mnist_sweep.storage._queue.fail_and_requeue`). A storage without heartbeats does nothing.
     """
     if rdb.heartbeat_interval is None:
         return []
-    optuna.storages.fail_stale_trials(study)
-    started_before = utc_now() - datetime.timedelta(seconds=rdb.grace_period or 2 * rdb.heartbeat_interval)
-    storage, failed = study_storage(study), []  # through the study's cache, so it sees the change
-    for tid in running_without_heartbeat(rdb, study_id(study), started_before):
-        trial = storage.get_trial(tid)
-        try:
-            storage.set_trial_user_attr(tid, "fail_reason", "worker died before its first heartbeat")
-            storage.set_trial_state_values(tid, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it first
-            continue
-        failed.append(trial.number)
-        if trial.system_attrs.get("fixed_params"):
-            study.enqueue_trial(trial.system_attrs["fixed_params"])
-    return failed
+    failed = rdb.reap(study_id(study)) if isinstance(rdb, ClaimingRDBStorage) else []
+    storage = study_storage(study)
+    return [storage.get_trial(tid).number for tid in failed]

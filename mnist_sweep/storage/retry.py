@@ -14,8 +14,8 @@ A read-only database file is the user's to fix: :class:`~mnist_sweep.errors.Inpu
 
 Each call is one transaction, so a retry repeats a write that did not commit. The rare write
 that committed but whose answer was lost is handled where it matters: a state change found
-already made is success; a trial created twice stays RUNNING without a heartbeat, and
-:func:`mnist_sweep.storage.rdb.reap_dead_trials` fails it after the grace period.
+already made is success; a trial's creation is keyed, so its retry finds the trial it made
+(:mod:`mnist_sweep.storage._queue`).
 
 Example:
     >>> storage = ResilientRDBStorage("postgresql+psycopg://db/sweeps", retry_seconds=120)
@@ -33,11 +33,12 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy.exc
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep._base.signals import deferring_stops
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage._optuna_internals import PRIVATE_STORAGE_CALLS, BaseHeartbeat, ClaimingRDBStorage
+from mnist_sweep.storage._queue import create_key
 
 T = TypeVar("T")
 
@@ -181,6 +182,19 @@ class ResilientRDBStorage(ClaimingRDBStorage):
 
         return self._retrying(call)
 
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._create_new_trial(study_id, template_trial)._trial_id
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None,
+                          key: str | None = None) -> FrozenTrial:
+        """As the claiming storage's, retried under one create key: a retry of a create that committed
+        before its connection dropped returns that trial, not a second one."""
+        key = key or create_key(template_trial)
+        return self._retrying(lambda: ClaimingRDBStorage._create_new_trial(self, study_id, template_trial, key))
+
+    def reap(self, study_id: int) -> list[int]:
+        return self._retrying(lambda: ClaimingRDBStorage.reap(self, study_id))
+
     def record_heartbeat(self, trial_id: int) -> None:
         """As Optuna's, retried, and never raising: Optuna's heartbeat thread dies at its first
         exception (optuna#4994), and the main thread meets any outage itself."""
@@ -208,7 +222,7 @@ RETRIED_METHODS = tuple(sorted(
       if callable(member) and not name.startswith("_")}
      | set(PRIVATE_STORAGE_CALLS))
     - {"set_trial_state_values", "record_heartbeat", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback",
-       "remove_session"}
+       "remove_session", "create_new_trial", "_create_new_trial"}
 ))
 for _name in RETRIED_METHODS:
     setattr(ResilientRDBStorage, _name, _retried(_name))

@@ -141,7 +141,9 @@ def test_every_call_optunas_cache_wrapper_makes_on_the_storage_is_retried() -> N
 
     source = inspect.getsource(_cached_storage) + inspect.getsource(_heartbeat)
     private = set(re.findall(r"(?:_backend|storage)\.(_[a-z][a-z_]+)\(", source))
-    assert private and private <= set(RETRIED_METHODS), private - set(RETRIED_METHODS)
+    own = {"_create_new_trial", "create_new_trial", "set_trial_state_values", "record_heartbeat", "reap"}
+    assert own <= set(vars(ResilientRDBStorage))  # retried by hand (a create under one key; see retry.py)
+    assert private and private <= set(RETRIED_METHODS) | own, private - set(RETRIED_METHODS) - own
     for name in RETRIED_METHODS:
         assert getattr(ResilientRDBStorage, name).__wrapped__ is not None
 
