@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mnist_sweep.search.kept_models import DIR_ATTR
+from mnist_sweep.storage.artifacts import DIR_ATTR
 
 #: The folder that holds this ``mnist_sweep`` package: children import the same code from anywhere.
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])

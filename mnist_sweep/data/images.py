@@ -103,8 +103,9 @@ def resize_image(image: Image.Image, side: int) -> tuple[np.ndarray, bool]:
     return pixels, False
 
 
-def open_image(source: str | Path | BinaryIO) -> Image.Image:
-    """Decode one image (a path or a binary file object) fully into memory, within :data:`MAX_IMAGE_PIXELS`.
+def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode one image (a path or a binary file object) fully into memory, within ``max_pixels``
+    (default :data:`MAX_IMAGE_PIXELS`).
 
     The size is checked from the header, before any pixel is decoded (``Image.open`` reads only the
     header), and Pillow's own decompression-bomb warning is an error here too: a digit photo never
@@ -120,9 +121,9 @@ def open_image(source: str | Path | BinaryIO) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
+                if width * height > max_pixels:
                     raise ImageTooLarge(f"image of {width} x {height} pixels, over the limit of "
-                                        f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+                                        f"{max_pixels // 1_000_000} megapixels")
                 image.load()
                 return image.copy()
     except FileNotFoundError:

@@ -8,13 +8,15 @@ Pillow reads) or as the multipart form field ``image`` and answers JSON like ``p
 ``GET /info`` gives the model's class names, input size and preprocessing (an upload goes through
 the one its training images went through, as ``predict`` does).
 
-Errors are JSON too (``{"error": "..."}``): a body over ``max_bytes`` or an image over 40
-megapixels (refused before decoding) gets 413, one that is not an image 400, an unknown path
-404, a request whose ``Host:`` does not name this server 403 (no DNS rebinding); the server
-keeps answering after each. Why the standard library's ``http.server`` and not a framework: one
-page and two endpoints need no routing, templating or extra dependency, and
-``ThreadingHTTPServer`` serves the page while a prediction runs; predictions themselves take a
-lock (one Keras model, called from several threads).
+Errors are JSON too (``{"error": "..."}``): a body over ``max_bytes`` or an image over
+:data:`MAX_SERVED_PIXELS` (refused before decoding) gets 413, one that is not an image 400, an
+unknown path 404, a request whose ``Host:`` does not name this server 403 (no DNS rebinding); the
+server keeps answering after each. Why the standard library's ``http.server`` handler and not a
+framework: one page and two endpoints need no routing, templating or extra dependency. Its
+connections are read by one asyncio loop, not a thread each (:mod:`mnist_sweep.final._bounded_http`:
+a deadline on every read, at most 512 connections, four threads that answer requests that have
+fully arrived), so slow or stalled uploads hold neither threads nor more than their bytes so far;
+predictions take a lock (one Keras model, called from several threads).
 
 Example:
     >>> serve_model("studies/default/final/model.keras", port=8000)   # until Ctrl-C
@@ -30,7 +32,7 @@ import socket
 import sys
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,10 +40,13 @@ from typing import Any, TextIO
 from mnist_sweep._base.hosts import allowed_hosts, is_loopback
 from mnist_sweep.data.images import ImageTooLarge, open_image
 from mnist_sweep.errors import InputError
+from mnist_sweep.final._bounded_http import BoundedHTTPServer
 from mnist_sweep.final.predict import predict
 from mnist_sweep.model.saving import class_names, input_side, load_model, preprocessing
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: The largest image ``serve`` decodes (width x height): a 12-megapixel phone photo passes; 48 MB decoded as RGB.
+MAX_SERVED_PIXELS = 16_000_000
 _DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body up to this is read and dropped, so the client sees the 413
 
 
@@ -66,17 +71,17 @@ class ModelApp:
         """The prediction for one encoded image, as ``predict --json`` gives it.
 
         Raises:
-            ImageTooLarge: over :data:`~mnist_sweep.final.predict.MAX_IMAGE_PIXELS` (refused before decoding).
+            ImageTooLarge: over :data:`MAX_SERVED_PIXELS` (refused before decoding).
             InputError: the bytes are not an image Pillow can read, or it is blank.
         """
 
-        picture = open_image(io.BytesIO(data))  # ImageTooLarge over the pixel limit, before decoding
+        picture = open_image(io.BytesIO(data), max_pixels=MAX_SERVED_PIXELS)  # ImageTooLarge before decoding
         with self.lock:
             return predict(self.model, [picture])[0].to_dict()
 
 
 def make_model_server(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
-                      max_bytes: int = MAX_UPLOAD_BYTES) -> ThreadingHTTPServer:
+                      max_bytes: int = MAX_UPLOAD_BYTES) -> BoundedHTTPServer:
     """The server of :func:`serve_model`, bound (port 0: a free one) but not serving yet: ``serve_forever()`` it.
 
     Raises:
@@ -85,10 +90,10 @@ def make_model_server(model_path: str | Path, host: str = "127.0.0.1", port: int
 
     app = ModelApp(model_path)
     handler = type("Handler", (_Handler,), {"app": app, "max_bytes": max_bytes, "hosts": frozenset()})
-    server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) if ":" in host \
-        else ThreadingHTTPServer
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        server = server_class((host.strip("[]"), port), handler)
+        server = BoundedHTTPServer((host.strip("[]"), port), handler, max_bytes=max_bytes, drain_limit=_DRAIN_LIMIT,
+                                   family=family)
     except OSError as err:
         raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     handler.hosts = allowed_hosts(host, server.server_port)

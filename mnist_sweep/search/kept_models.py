@@ -2,14 +2,16 @@
 
 When a trial finishes COMPLETE among the ``keep.models`` best of its study by validation
 accuracy, the weights of its best validation epoch are saved as a ``.keras`` file (without
-optimizer state: a model to use, not to resume) and uploaded as an Optuna artifact of the trial
-into a file-system artifact store in ``studies/<study>/artifacts/``; optuna-dashboard lists it on
-the trial's page. With ``keep.pareto`` (the default) the models on the Pareto fronts of validation
-accuracy against parameter count and against latency are kept too, so the best model within a
-size or latency budget is at hand. A model that leaves both has its file deleted, so the folder
-holds at most K models plus the fronts (a handful: each front member is smaller or faster than
-every more accurate one). PRUNED, FAILed and interrupted trials keep nothing, and every file is written to
-a temporary name and renamed, so nothing is ever half-written.
+optimizer state: a model to use, not to resume) and uploaded as an Optuna artifact of the trial,
+into the study's database when it is a server (PostgreSQL, MySQL: every machine that reaches the
+study reaches its models), else into a folder beside its SQLite file
+(:mod:`mnist_sweep.storage.artifacts`); optuna-dashboard lists it on the trial's page. With
+``keep.pareto`` (the default) the models on the Pareto fronts of validation accuracy against
+parameter count and against latency are kept too, so the best model within a size or latency
+budget is at hand. A model that leaves both has its file deleted, so the store holds at most K
+models plus the fronts (a handful: each front member is smaller or faster than every more accurate
+one). PRUNED, FAILed and interrupted trials keep nothing, and every file is written atomically, so
+nothing is ever half-written.
 
 Which trials hold a model is the study's user attribute ``kept_models`` (trial number ->
 artifact id, validation accuracy, epoch, costs), the registry. Workers finish together (``--jobs``,
@@ -33,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,17 +42,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts import download_artifact, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from mnist_sweep._base.files import atomic_path
-from mnist_sweep._base.paths import study_dir
 from mnist_sweep.errors import InputError
 from mnist_sweep.model.saving import load_model
 from mnist_sweep.storage._optuna_internals import compare_and_set_study_user_attr, study_user_attr_json
+from mnist_sweep.storage.artifacts import (
+    DIR_ATTR,
+    FolderArtifactStore,
+    artifact_folder,
+    database_store,
+    in_database,
+    study_artifact_store,
+)
 
 REGISTRY_ATTR = "kept_models"
-DIR_ATTR = "artifact_dir"
 
 
 @dataclass(frozen=True)
@@ -75,31 +81,14 @@ class KeptModel:
 COST_KEYS = ("n_params", "latency_ms_batch1")
 
 
-class AtomicArtifactStore(FileSystemArtifactStore):
-    """Optuna's file-system artifact store, writing each artifact to a temporary file first;
-    ``before_write(artifact_id)`` is called before anything is written (to record its owner)."""
-
-    def __init__(self, base_path: str | Path, before_write: Callable[[str], None] | None = None) -> None:
-        Path(base_path).mkdir(parents=True, exist_ok=True)
-        super().__init__(str(base_path))
-        self.base = Path(base_path)
-        self.before_write = before_write
-
-    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        if self.before_write is not None:
-            self.before_write(artifact_id)
-        with atomic_path(self.base / Path(artifact_id).name) as tmp, open(tmp, "wb") as out:
-            shutil.copyfileobj(content_body, out)
-
-
 class StudiesArtifactStore:
-    """The artifact folders of several studies as one store, for optuna-dashboard, which takes one
+    """The artifact folders of several SQLite studies as one store, for optuna-dashboard, which takes one
     store per storage: an artifact id (a UUID) is looked up in each folder."""
 
     def __init__(self, folders: list[Path]) -> None:
-        self.stores = [AtomicArtifactStore(folder) for folder in folders] or [AtomicArtifactStore("studies/artifacts")]
+        self.stores = [FolderArtifactStore(folder) for folder in folders] or [FolderArtifactStore("studies/artifacts")]
 
-    def _find(self, artifact_id: str) -> AtomicArtifactStore:
+    def _find(self, artifact_id: str) -> FolderArtifactStore:
         for store in self.stores:
             if (store.base / Path(artifact_id).name).is_file():
                 return store
@@ -115,25 +104,30 @@ class StudiesArtifactStore:
         self._find(artifact_id).remove(artifact_id)
 
 
-def storage_artifact_store(storage: optuna.storages.BaseStorage) -> StudiesArtifactStore:
-    """One store over the artifact folders of every study in ``storage`` that recorded one."""
-    folders = []
-    for summary in optuna.get_all_study_summaries(storage):
-        recorded = summary.user_attrs.get(DIR_ATTR)
-        if recorded and Path(recorded).is_dir():
-            folders.append(Path(recorded))
-    return StudiesArtifactStore(folders)
+def storage_artifact_store(storage: optuna.storages.BaseStorage) -> Any:
+    """One store over the kept models of every study in ``storage``: the database's own table for a
+    server database, else the artifact folders of its studies that exist."""
+    if in_database(storage):
+        return database_store(storage)
+    folders = [artifact_folder(storage, s.study_name, s.user_attrs.get(DIR_ATTR))
+               for s in optuna.get_all_study_summaries(storage)]
+    return StudiesArtifactStore([folder for folder in folders if folder.is_dir()])
 
 
 def artifact_dir(study: optuna.Study) -> Path:
-    """The study's artifact folder: as recorded on the study, else ``studies/<study>/artifacts``."""
-    recorded = study.user_attrs.get(DIR_ATTR)
-    return Path(recorded) if recorded else study_dir(study.study_name) / "artifacts"
+    """An SQLite study's artifact folder (:func:`mnist_sweep.storage.artifacts.artifact_folder`)."""
+    return artifact_folder(study._storage, study.study_name, study.user_attrs.get(DIR_ATTR))
 
 
 def kept_models(study: optuna.Study) -> list[KeptModel]:
-    """The study's kept models, best validation accuracy first."""
-    return _models_in(study.user_attrs.get(REGISTRY_ATTR) or {})
+    """The study's kept models, best validation accuracy first; a FAILed trial's never (one failed after
+    it kept its model, by a stop or by another worker, until the next registration drops it)."""
+    failed = _failed(study)
+    return [m for m in _models_in(study.user_attrs.get(REGISTRY_ATTR) or {}) if m.trial not in failed]
+
+
+def _failed(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
 
 
 def _models_in(registry: dict[str, Any]) -> list[KeptModel]:
@@ -180,55 +174,39 @@ def keep_file(trial: optuna.Trial, save: Callable[[Path], None], epoch: int, val
     kept = kept_models(study)
     if k <= 0 or candidate not in retained([*kept, candidate], k, pareto):
         return None  # cannot rank now, nor later: the registry only ever gets better
-    if DIR_ATTR not in study.user_attrs:  # every file in a folder the study records
-        study.set_user_attr(DIR_ATTR, str(artifact_dir(study).resolve()))
-    folder = artifact_dir(study)
 
     def own(artifact_id: str) -> None:  # the owner is on record before the file exists
         trial.set_user_attr("kept_model", {"artifact_id": artifact_id, "epoch": epoch})
 
-    store = AtomicArtifactStore(folder, before_write=own)
+    store = study_artifact_store(study, before_write=own)
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
         path = Path(tmp) / f"trial-{trial.number}.keras"
         save(path)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
     mine = KeptModel(trial.number, artifact_id, value, epoch, **costs)
-    listed = _artifact_files(folder)  # the folder, then the trials, then the registry: see _leftovers
+    listed = store.listing()  # the files, then the trials, then the registry: see _leftovers
     unnamed = set(listed.values()) - {m.artifact_id for m in kept} - {artifact_id}
     trials = study.get_trials(deepcopy=False) if unnamed else []  # only to tell a crash's leftovers
     before, after = _register(study, mine, k, pareto)
     named = {m.artifact_id for m in after}
     dropped = [m.artifact_id for m in [*before, mine] if m.artifact_id not in named]
     for name in [*dropped, *_leftovers(listed, trials, named)]:
-        (folder / name).unlink(missing_ok=True)  # no registry names it any more (or ever did)
+        store.discard(name)  # no registry names it any more (or ever did)
     return artifact_id if artifact_id in named else None
 
 
 def _register(study: optuna.Study, model: KeptModel, k: int, pareto: bool) -> tuple[list[KeptModel], list[KeptModel]]:
-    """Add ``model`` to the study's registry and drop those it displaces, as one compare-and-set,
-    read again and retried while other workers change it first; the registry before and after."""
+    """Add ``model`` to the study's registry and drop those it displaces and those of trials that have
+    FAILed since they kept theirs, as one compare-and-set, read again and retried while other workers
+    change it first; the registry before and after."""
     while True:
         raw = study_user_attr_json(study, REGISTRY_ATTR)
         registry = json.loads(raw) if raw else {}
-        before = _models_in(registry or {})
-        after = retained([*(m for m in before if m.trial != model.trial), model], k, pareto)
+        before, failed = _models_in(registry or {}), _failed(study)
+        after = retained([*(m for m in before if m.trial != model.trial and m.trial not in failed), model], k, pareto)
         updated = {str(m.trial): m.entry() for m in after}
         if updated == registry or compare_and_set_study_user_attr(study, REGISTRY_ATTR, raw, updated):
             return before, after
-
-
-def _artifact_files(folder: Path) -> dict[str, str]:
-    """The folder's artifact files and the temporary files of unfinished writes (``.<id>.*.tmp``,
-    :func:`~mnist_sweep._base.files.atomic_path`), file name -> artifact id."""
-    files = {}
-    for path in folder.iterdir():
-        name = path.name
-        if name.startswith("."):
-            if name.endswith(".tmp"):
-                files[name] = name[1:].split(".", 1)[0]
-        else:
-            files[name] = name
-    return files
 
 
 def _leftovers(listed: dict[str, str], trials: list[optuna.trial.FrozenTrial], named: set[str]) -> list[str]:
@@ -252,16 +230,15 @@ def load_kept_model(study: optuna.Study, trial_number: int) -> Any:
     """
 
     entry = {m.trial: m for m in kept_models(study)}[trial_number]
-    folder = artifact_dir(study)
+    store = study_artifact_store(study)
     with tempfile.TemporaryDirectory(prefix="mnist-sweep-model-") as tmp:
         path = Path(tmp) / f"trial-{trial_number}.keras"
         try:
-            download_artifact(artifact_store=AtomicArtifactStore(folder), file_path=str(path),
-                              artifact_id=entry.artifact_id)
+            download_artifact(artifact_store=store, file_path=str(path), artifact_id=entry.artifact_id)
         except ArtifactNotFound:
-            raise InputError(f"study '{study.study_name}': the kept model of trial {trial_number} is missing: no "
-                             f"file {folder / entry.artifact_id} (deleted, or the artifacts are on another "
-                             "machine); restore it, or run a new study") from None
+            raise InputError(f"study '{study.study_name}': the kept model of trial {trial_number} is missing: "
+                             f"{store.where} holds no {entry.artifact_id} (deleted, or on another machine); "
+                             "restore it, or run a new study") from None
         return load_model(path)
 
 

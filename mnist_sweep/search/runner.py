@@ -206,15 +206,18 @@ def _run_jobs(sweep: SweepConfig, url: str, name: str, jobs: int, provenance: di
                                study=study, signal=result.signal)
     done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
     bad = [(i, code) for i, code in enumerate(result.codes, start=1) if code != 0]
-    for i, code in bad:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        print(f"warning: worker {i} {how}", file=sys.stderr, flush=True)
-    if bad and done < sweep.trials:
-        message = f"study '{name}': target not reached ({done}/{sweep.trials}): workers failed"
-        if all(code == InputError.exit_code for _, code in bad):
-            raise InputError(message + " on bad input (see their lines above)")
-        if all(code == StorageUnavailable.exit_code for _, code in bad):
-            raise StorageUnavailable(message + ": the storage is unavailable (see their lines above); the same "
-                                     "command resumes")
-        raise SweepFailed(message + " (see their lines above)")
+    if not bad:
+        return study
+    if done < sweep.trials and all(code == InputError.exit_code for _, code in bad):
+        raise InputError(f"study '{name}': target not reached ({done}/{sweep.trials}): workers failed on bad "
+                         "input (see their lines above)")
+    if done < sweep.trials and all(code == StorageUnavailable.exit_code for _, code in bad):
+        raise StorageUnavailable(f"study '{name}': target not reached ({done}/{sweep.trials}): the storage is "
+                                 "unavailable (see the workers' lines above); the same command resumes")
+    i, code = bad[0]
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    last = result.last_lines[i - 1] if i - 1 < len(result.last_lines) else ""
+    others = f" ({len(bad) - 1} more failed: see their lines above)" if len(bad) > 1 else ""
+    raise SweepFailed(f"study '{name}': worker {i} {how}{others}; its last line: {last[:200] or '(none)'} "
+                      f"({done}/{sweep.trials} trials done; the same command resumes)")
     return study

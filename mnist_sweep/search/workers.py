@@ -140,6 +140,7 @@ class WorkersResult:
 
     codes: list[int]
     signal: int | None = None
+    last_lines: list[str] = field(default_factory=list)  # each worker's last non-empty output line
 
 
 def run_workers(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = None,
@@ -177,7 +178,8 @@ def run_workers(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = 
                                           stderr=subprocess.STDOUT, text=True, bufsize=1,
                                           preexec_fn=_die_with_parent))
         lock = threading.Lock()
-        readers = [threading.Thread(target=_relay, args=(p, f"[w{i}] ", out, lock), daemon=True)
+        last = [""] * len(procs)
+        readers = [threading.Thread(target=_relay, args=(p, f"[w{i}] ", out, lock, last, i - 1), daemon=True)
                    for i, p in enumerate(procs, start=1)]
         for reader in readers:
             reader.start()
@@ -190,15 +192,18 @@ def run_workers(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = 
                 proc.terminate()
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    return WorkersResult(codes=codes, signal=received[0] if received else None)
+    return WorkersResult(codes=codes, signal=received[0] if received else None, last_lines=last)
 
 
-def _relay(proc: subprocess.Popen[str], prefix: str, out: TextIO, lock: threading.Lock) -> None:
+def _relay(proc: subprocess.Popen[str], prefix: str, out: TextIO, lock: threading.Lock, last: list[str],
+           index: int) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         with lock:
             out.write(prefix + line)
             out.flush()
+        if line.strip():
+            last[index] = line.strip()
 
 
 def _die_with_parent() -> None:

@@ -117,3 +117,26 @@ def test_drawing_on_the_page_shows_a_prediction(server: str, tmp_path: Path) -> 
         assert "% sure" in page.locator("#confidence").text_content()
         page.screenshot(path=str(tmp_path / "serve.png"))
         browser.close()
+
+
+def test_stalled_uploads_hold_no_thread_and_a_normal_request_is_answered(server: str, model_path: Path) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    pid = int(subprocess.run(["pgrep", "-f", f"serve {model_path} --port {port}"], capture_output=True,
+                             text=True).stdout.split()[0])
+    stalled = []
+    try:
+        for _ in range(150):  # each announces 9 MB, sends 1,000 bytes and stops
+            connection = socket.create_connection(("127.0.0.1", port))
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                               b"Content-Length: 9000000\r\n\r\n" + b"\0" * 1000)
+            stalled.append(connection)
+        started = time.monotonic()
+        status, body = _post(server + "/predict", _png(np.pad(np.full((12, 4), 255, np.uint8), 8)))
+        assert status == 200 and len(body["probabilities"]) == 10
+        assert time.monotonic() - started < 5
+        assert len(os.listdir(f"/proc/{pid}/task")) < 60  # threads: not one per connection
+    finally:
+        for connection in stalled:
+            connection.close()
+    with urllib.request.urlopen(server + "/info", timeout=5) as response:
+        assert response.status == 200

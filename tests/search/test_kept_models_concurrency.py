@@ -19,7 +19,6 @@ from helpers import scratch_database
 from optuna.trial import TrialState
 
 from mnist_sweep.search.kept_models import (
-    DIR_ATTR,
     REGISTRY_ATTR,
     KeptModel,
     artifact_dir,
@@ -28,6 +27,7 @@ from mnist_sweep.search.kept_models import (
     retained,
 )
 from mnist_sweep.storage._optuna_internals import compare_and_set_study_user_attr, study_user_attr_json
+from mnist_sweep.storage.artifacts import DIR_ATTR, study_artifact_store
 from mnist_sweep.storage.rdb import open_storage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ import random, sys, time
 from pathlib import Path
 import optuna
 from mnist_sweep.search.kept_models import keep_file
+from mnist_sweep.storage.artifacts import DIR_ATTR, study_artifact_store
 from mnist_sweep.storage.rdb import open_storage
 
 url, go, seed, trials, k, pareto = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
@@ -82,16 +83,15 @@ def _study(url: str, folder: Path) -> optuna.Study:
 
 
 def _assert_consistent(study: optuna.Study, k: int, pareto: bool) -> None:
-    """The registry holds the models ``retained`` picks among every COMPLETE trial; the folder holds
-    exactly their files."""
+    """The registry holds the models ``retained`` picks among every COMPLETE trial; the store (a folder,
+    or the database's table) holds exactly their files."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     everyone = [KeptModel(t.number, "", t.value, 1, t.user_attrs["costs"]["n_params"],
                           t.user_attrs["costs"]["latency_ms_batch1"]) for t in complete]
     kept = kept_models(study)
     assert [m.trial for m in kept] == [m.trial for m in retained(everyone, k, pareto)]
     assert len(kept) >= min(k, len(complete))
-    folder = artifact_dir(study)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(m.artifact_id for m in kept)
+    assert sorted(study_artifact_store(study).listing()) == sorted(m.artifact_id for m in kept)
     for m in kept:  # each entry's file is the one its trial wrote and recorded
         assert study.trials[m.trial].user_attrs["kept_model"]["artifact_id"] == m.artifact_id
 

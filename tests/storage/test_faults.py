@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -270,3 +271,17 @@ def test_a_stop_swallowed_by_a_finalizer_prints_no_traceback(capsys) -> None:
     stop.signum = signal.SIGINT
     stop.unraisable(report)
     assert capsys.readouterr().err == ""
+
+
+def test_a_worker_killed_under_jobs_makes_the_run_exit_1_naming_it(write_sweep, sqlite_url: str) -> None:
+    path = write_sweep(trials=6, space={**SLOW_TRIAL_SPACE, "epochs": 20}, heartbeat={"interval": 1, "grace_period": 3})
+    proc = _start(["run", str(path), "--storage", sqlite_url, "--jobs", "2"])
+    _wait_for_running_trial(sqlite_url, proc)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    os.kill(int(workers[0]), signal.SIGKILL)  # the other goes on to the target
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    last = out.strip().splitlines()[-1]
+    assert re.search(r"worker [12] was killed by signal 9; its last line: \S", last), last
+    assert _states(sqlite_url).get("COMPLETE", 0) + _states(sqlite_url).get("PRUNED", 0) == 6
