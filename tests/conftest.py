@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,37 @@ def tiny_dataset():
     from mnist_sweep.sweep.config import DataConfig
 
     return load_dataset(DataConfig(validation_size=1000, train_size=2000))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster of the test session's own (tests/servers.py), started at first use."""
+    from servers import PrivatePostgres, private_folder
+
+    folder = private_folder("mnist-sweep-pg-")
+    server = PrivatePostgres(folder)
+    server.start()
+    yield server
+    server.kill()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """A MariaDB server of the test session's own (tests/servers.py), started at first use."""
+    from servers import PrivateMariaDB, private_folder
+
+    folder = private_folder("mnist-sweep-mariadb-")
+    server = PrivateMariaDB(folder)
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database on the session's PostgreSQL cluster, dropped afterwards."""
+    from helpers import scratch_database
+
+    with scratch_database(postgres_server.server, "postgres", drop_options="WITH (FORCE)") as url:
+        yield url

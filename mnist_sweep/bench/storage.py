@@ -72,7 +72,7 @@ class BenchResult:
 
 
 @contextmanager
-def temp_database(server: str = SERVER, admin_db: str = "test") -> Iterator[str]:
+def temp_database(server: str = SERVER, admin_db: str = "postgres") -> Iterator[str]:
     """A new, empty PostgreSQL database on ``server`` (an SQLAlchemy URL without a database),
     created through ``admin_db`` and dropped on exit, error or not; yields its SQLAlchemy URL."""
     name = f"bench_storage_{os.getpid()}_{secrets.token_hex(3)}"

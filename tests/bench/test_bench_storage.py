@@ -1,5 +1,5 @@
 """The storage bench (mnist_sweep.bench.storage) and the proxy launcher, run small on a real,
-temporary PostgreSQL database (PostgreSQL runs here and in CI: nothing is skipped)."""
+temporary PostgreSQL database on the tests' own cluster (tests/servers.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from mnist_sweep.storage import proxy as storage_proxy
 
 
 @pytest.fixture(scope="module")
-def pg_url():
-    with temp_database() as url:
+def pg_url(postgres_server):
+    with temp_database(postgres_server.server) as url:
         yield url
 
 
@@ -69,11 +69,11 @@ def test_fewer_reports_mean_fewer_calls(pg_url: str) -> None:
     assert sorted(trial.intermediate_values) == [5, 10]
 
 
-def test_temp_database_is_dropped_on_error() -> None:
-    with pytest.raises(RuntimeError, match="boom"), temp_database() as url:
+def test_temp_database_is_dropped_on_error(postgres_server) -> None:
+    with pytest.raises(RuntimeError, match="boom"), temp_database(postgres_server.server) as url:
         name = url.rsplit("/", 1)[1]
         raise RuntimeError("boom")
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test") as conn:
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres") as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
 
 

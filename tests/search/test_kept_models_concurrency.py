@@ -3,7 +3,6 @@ models to retain among every COMPLETE trial, every file it names is there, and n
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy.exc
 from helpers import scratch_database
 from optuna.trial import TrialState
 
@@ -31,24 +29,20 @@ from mnist_sweep.storage.artifacts import DIR_ATTR, study_artifact_store
 from mnist_sweep.storage.rdb import open_storage
 
 REPO = Path(__file__).resolve().parents[2]
-SERVERS = {"postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432", "postgres", "WITH (FORCE)"),
-           "mariadb": ("mysql+pymysql://root@127.0.0.1:3306", "", "")}
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def url(request, tmp_path: Path):
-    """A fresh storage: an SQLite file, or a scratch database on the machine's PostgreSQL / MariaDB
-    server (skipped where there is none, except on CI)."""
+    """A fresh storage: an SQLite file, or a scratch database on the tests' own PostgreSQL or MariaDB
+    server (tests/servers.py)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'c.db'}"
         return
-    with contextlib.ExitStack() as stack:
-        try:
-            yield stack.enter_context(scratch_database(*SERVERS[request.param]))
-        except (ImportError, sqlalchemy.exc.OperationalError) as err:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(f"no {request.param} server or driver here: {err}")
+    if request.param == "postgresql":
+        server, admin, drop = request.getfixturevalue("postgres_server").server, "postgres", "WITH (FORCE)"
+    else:
+        server, admin, drop = request.getfixturevalue("mariadb_server").server, "", ""
+    with scratch_database(server, admin, drop) as url:
+        yield url
+
 
 WORKER = """
 import random, sys, time

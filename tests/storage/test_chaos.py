@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 import sqlalchemy
 import sqlalchemy.exc
 from helpers import free_port, scratch_database
+from servers import PrivatePostgres, private_folder
 
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage.rdb import open_storage
@@ -36,54 +36,14 @@ DATA = {"validation_size": 500, "train_size": 2000}
 HEARTBEAT = {"interval": 1, "grace_period": 5, "max_retries": 1}
 
 
-def _pg_bin() -> Path:
-    root = Path("/usr/lib/postgresql")
-    versions = sorted((p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: int(p.name)) \
-        if root.is_dir() else []
-    if not versions:
-        pytest.fail("PostgreSQL server binaries not found (Debian package postgresql)")
-    return versions[-1] / "bin"
-
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster of this test's own: start, stop, restart."""
-
-    def __init__(self, folder: Path) -> None:
-        self.bin, self.data, self.port = _pg_bin(), folder / "pg", free_port()
-        self.data.mkdir()
-        shutil.chown(self.data, "postgres")
-        self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"])
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, argv: list[str]) -> None:
-        subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", " ".join(argv)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-
-    def _ctl(self, action: str, *extra: str) -> None:
-        options = f"'-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c max_connections=200'"
-        self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
-                           str(self.data / "log"), "-w", *extra, action])
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def stop(self) -> None:
-        self._ctl("stop", "-m", "fast")
-
-    def restart(self) -> None:
-        self._ctl("restart", "-m", "fast")
-
-
 @pytest.fixture
 def private_postgres():
-    folder = Path(tempfile.mkdtemp(prefix="mnist-sweep-pg-"))  # not under pytest's 0700 folder: postgres reads it
-    folder.chmod(0o755)
+    """A cluster of this test's own: it stops and restarts it."""
+    folder = private_folder("mnist-sweep-pg-")
     server = PrivatePostgres(folder)
     server.start()
     yield server
-    subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c",
-                    f"{server.bin / 'pg_ctl'} -D {server.data} -m immediate stop"], capture_output=True)
+    server.kill()
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -322,8 +282,8 @@ def test_a_trial_past_trial_timeout_fails_with_its_reason_and_the_sweep_goes_on(
 # --- MariaDB ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def mariadb_url():
-    with scratch_database("mysql+pymysql://root@127.0.0.1:3306") as url:
+def mariadb_url(mariadb_server):
+    with scratch_database(mariadb_server.server) as url:
         yield url
 
 

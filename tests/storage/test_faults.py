@@ -6,7 +6,6 @@ the study back with Optuna.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import scratch_database
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from mnist_sweep._base.settings import format_cpu_list
@@ -28,7 +26,6 @@ from mnist_sweep.search.workers import cpu_shares
 from mnist_sweep.storage.rdb import open_storage
 
 REPO = Path(__file__).resolve().parents[2]
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 #: Trials of a few seconds each, long enough to be caught in the middle.
 SLOW_TRIAL_SPACE = {"hidden_layers": 1, "units": [32, 64], "dropout": 0.0, "optimizer": "adam",
@@ -211,26 +208,6 @@ def test_four_workers_finish_a_hundred_trials_on_sqlite(write_sweep, sqlite_url:
     path = write_sweep(trials=100, space=QUICK_TRIAL_SPACE, data={"validation_size": 500, "train_size": 1000})
     out = _run_jobs(path, sqlite_url, jobs=4, timeout=1800)
     _check_exact(sqlite_url, 100, 4, out)
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh database on the machine's PostgreSQL server, dropped afterwards."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("psycopg not installed (pip install -e '.[postgres]')")
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(scratch_database(PG_SERVER, "postgres", drop_options="WITH (FORCE)"))
-        except sqlalchemy.exc.OperationalError as err:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(f"no PostgreSQL server at {PG_SERVER}: {err}")
-        yield url
 
 
 def test_two_workers_share_one_postgresql_study(write_sweep, postgres_url: str) -> None:
