@@ -197,6 +197,9 @@ def test_workers_killed_again_and_again_lose_no_trial(write_sweep, private_postg
     assert tally["COMPLETE"] + tally["PRUNED"] == trials and tally["RUNNING"] == 0, tally
     assert tally["FAIL"] <= kills, tally
     assert _duplicated_enqueued(url) == 0
+    reasons = [t.user_attrs.get("fail_reason") for t in optuna.load_study(study_name="tiny", storage=url).trials
+               if t.state.name == "FAIL"]
+    assert all(reason and "heartbeat" in reason for reason in reasons), reasons  # each one a killed worker's
 
 
 @pytest.mark.slow
