@@ -1,4 +1,5 @@
-"""The one model factory: a plain params mapping in, a compiled Keras MLP out.
+"""The one model factory: a plain params mapping in, a compiled Keras model out (an MLP, or a CNN
+with ``architecture: cnn``).
 
 The sweep, ``train``, ``bench`` and the tests all build their models here, so a config that
 won a sweep is rebuilt bit for bit. It takes a plain mapping (what ``trial.params`` or an
@@ -116,15 +117,25 @@ def build_model(
         layers.append(RandomAffine(**augment))
     if float(p["input_dropout"]) > 0:
         layers.append(VariableDropout(float(p["input_dropout"])))
-    for width in layer_widths(p):
+
+    def activated(layer: Any) -> list[Any]:  # a Dense or convolution layer, batch-normalised if asked, activated
         if p["batch_norm"]:
-            layers += [dense(width, use_bias=False), keras.layers.BatchNormalization(),
-                       keras.layers.Activation(p["activation"])]
+            return [layer, keras.layers.BatchNormalization(), keras.layers.Activation(p["activation"])]
+        return [layer, keras.layers.Activation(p["activation"])]
+
+    if p["architecture"] == "cnn":
+        layers += _convolution_blocks(p, input_size, activated)
+        widths = [int(p["head_units"])]
+    else:
+        widths = layer_widths(p)
+    for width in widths:
+        if p["batch_norm"]:
+            layers += activated(dense(width, use_bias=False))
         else:
             layers.append(dense(width, activation=p["activation"]))
         layers.append(VariableDropout(float(p["dropout"])))  # at rate 0 too (docstring: why)
     layers += [dense(len(class_names), activation="softmax"), ClassNames(class_names, preprocessing)]
-    model = keras.Sequential(layers, name="mlp")
+    model = keras.Sequential(layers, name=str(p["architecture"]))
     model.compile(
         optimizer=build_optimizer(p, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
@@ -132,6 +143,30 @@ def build_model(
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def _convolution_blocks(p: Mapping[str, Any], input_size: int, activated: Any) -> list[Any]:
+    """A CNN's body: the flat image as ``side x side x 1``, ``conv_blocks`` blocks of two convolutions
+    (``filters``, doubling each block) that end in a halving (2 x 2 pooling, or a stride-2 second
+    convolution with ``pooling: none``) and the block's dropout, then flattened for the head."""
+    import keras
+
+    from mnist_sweep.model.layers import VariableDropout
+
+    side = int(round(input_size ** 0.5))
+    if side * side != input_size:
+        raise ValueError(f"a cnn needs square images: {input_size} pixels is not a square")
+    kernel, pooling = int(p["kernel_size"]), str(p["pooling"])
+    body: list[Any] = [keras.layers.Reshape((side, side, 1))]
+    for block in range(int(p["conv_blocks"])):
+        filters = int(p["filters"]) * 2 ** block
+        conv = {"padding": "same", "use_bias": not p["batch_norm"]}
+        body += activated(keras.layers.Conv2D(filters, kernel, **conv))
+        body += activated(keras.layers.Conv2D(filters, kernel, strides=2 if pooling == "none" else 1, **conv))
+        if pooling != "none":
+            body.append(keras.layers.MaxPooling2D(2) if pooling == "max" else keras.layers.AveragePooling2D(2))
+        body.append(VariableDropout(float(p["dropout"])))
+    return [*body, keras.layers.Flatten()]
 
 
 def count_params(model: Any) -> int:

@@ -52,13 +52,16 @@ _KEEP_PROGRAMS = 4
 
 
 def pack_key(params: Mapping[str, Any]) -> tuple:
-    """What must be equal for trials to share one program: the layers and their widths, activation,
+    """What must be equal for trials to share one program: the layers and their widths (a CNN's blocks,
+    filters, kernel, pooling and head), activation,
     batch norm, deskew, whether augmentation, elastic distortion and input dropout exist at all,
     optimizer, schedule, batch size and epochs. Rates, dropout, weight decay and augmentation
     magnitudes may differ (they are per-member values)."""
     p = resolve_params(params)
     augment = [float(p[f"augment_{k}"]) > 0 for k in ("shift", "rotation", "scale", "elastic")]
-    return (tuple(layer_widths(p)), str(p["activation"]), bool(p["batch_norm"]), bool(p["deskew"]), any(augment),
+    body = (("cnn", int(p["conv_blocks"]), int(p["filters"]), int(p["kernel_size"]), str(p["pooling"]),
+             int(p["head_units"])) if p["architecture"] == "cnn" else tuple(layer_widths(p)))
+    return (body, str(p["activation"]), bool(p["batch_norm"]), bool(p["deskew"]), any(augment),
             augment[3], float(p["input_dropout"]) > 0, str(p["optimizer"]), str(p["lr_schedule"]),
             int(p["batch_size"]), int(p["epochs"]))
 

@@ -8,7 +8,16 @@ from typing import Any
 import optuna
 
 from mnist_sweep.errors import InputError
-from mnist_sweep.sweep.space import Axis, Choice, SearchSpace, describe_axis, is_int_axis, layer_units_name
+from mnist_sweep.sweep.space import (
+    CNN_AXES,
+    MLP_AXES,
+    Axis,
+    Choice,
+    SearchSpace,
+    describe_axis,
+    is_int_axis,
+    layer_units_name,
+)
 
 
 def fixed_params(space: SearchSpace, filename: str = "config") -> dict[str, Any]:
@@ -33,7 +42,7 @@ def fixed_params(space: SearchSpace, filename: str = "config") -> dict[str, Any]
             values[name] = single[0]
     if problems:
         raise InputError(problems)
-    if space.per_layer_units:
+    if space.per_layer_units and values.get("architecture", "mlp") == "mlp":
         for i in range(int(values["hidden_layers"])):
             values[layer_units_name(i)] = _single_value(space.layer_axis(i))[0]  # fixed: checked above
     return suggest_params(optuna.trial.FixedTrial(values), space)
@@ -50,13 +59,22 @@ def _single_value(axis: Choice[Any]) -> tuple[Any] | None:
 
 
 def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
-    """Ask ``trial`` for one value per axis; fixed axes are one-choice categoricals so they are recorded."""
+    """Ask ``trial`` for one value per axis; fixed axes are one-choice categoricals so they are recorded.
+
+    The architecture is asked first, then only its family's axes (a CNN trial has no ``units``, an MLP
+    trial no ``filters``); a space of MLPs only (the default) asks no ``architecture`` at all, as before
+    CNNs existed, so its studies resume unchanged."""
     params: dict[str, Any] = {}
+    mlp_only = space.architecture.fixed and space.architecture.value == "mlp"
+    architecture = "mlp" if mlp_only else _suggest(trial, "architecture", space.architecture)
+    if not mlp_only:
+        params["architecture"] = architecture
+    other_family = set(CNN_AXES) if architecture == "mlp" else set(MLP_AXES)
     for name, axis in space.axes().items():
-        if name == "units" and space.per_layer_units:
+        if name == "architecture" or name in other_family or (name == "units" and space.per_layer_units):
             continue
         params[name] = _suggest(trial, name, axis)
-    if space.per_layer_units:
+    if space.per_layer_units and architecture == "mlp":
         for i in range(int(params["hidden_layers"])):
             params[layer_units_name(i)] = _suggest(trial, layer_units_name(i), space.layer_axis(i))
     return params

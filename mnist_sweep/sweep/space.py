@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 Optimizer = Literal["sgd", "rmsprop", "adam", "adamw", "nadam"]
 Activation = Literal["relu", "elu", "gelu", "selu", "swish", "tanh"]
 LrSchedule = Literal["constant", "cosine"]
+Architecture = Literal["mlp", "cnn"]
+Pooling = Literal["max", "average", "none"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
@@ -47,15 +49,27 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "augment_scale": 0.0,
     "augment_elastic": 0.0,
     "deskew": False,
+    "architecture": "mlp",
+    "conv_blocks": 2,
+    "filters": 32,
+    "kernel_size": 3,
+    "pooling": "max",
+    "head_units": 128,
 }
+
+#: The axes only a convolutional network has (``architecture: cnn``); an MLP's own are ``hidden_layers``,
+#: ``units`` and the per-layer widths. Neither family's axes are asked of a trial of the other.
+CNN_AXES = ("conv_blocks", "filters", "kernel_size", "pooling", "head_units")
+MLP_AXES = ("hidden_layers", "units")
 
 #: Axes added after studies already existed: left at their defaults they stay out of a study's
 #: fingerprint, so those studies still resume.
 LATER_AXES = ("layer_units", "augment_shift", "augment_rotation", "augment_scale", "augment_elastic",
-              "deskew")
+              "deskew", "architecture", *CNN_AXES)
 
 #: Axes whose values are whole numbers (suggested with ``suggest_int``), per-layer widths included.
-INT_AXES = frozenset({"hidden_layers", "units", "batch_size", "epochs"})
+INT_AXES = frozenset({"hidden_layers", "units", "batch_size", "epochs", "conv_blocks", "filters", "kernel_size",
+                      "head_units"})
 MAX_HIDDEN_LAYERS = 16
 _LAYER_UNITS = re.compile(r"units_l(\d+)")
 
@@ -177,6 +191,9 @@ ShiftPixels = Annotated[float, Field(ge=0.0, le=8.0)]
 RotationDegrees = Annotated[float, Field(ge=0.0, le=45.0)]
 ScaleFraction = Annotated[float, Field(ge=0.0, lt=0.5)]
 ElasticAlpha = Annotated[float, Field(ge=0.0, le=100.0)]
+ConvBlocks = Annotated[int, Field(ge=1, le=4)]
+Filters = Annotated[int, Field(ge=1, le=1024)]
+KernelSize = Annotated[int, Field(ge=1, le=7)]
 
 _D = DEFAULT_PARAMS
 
@@ -215,6 +232,25 @@ class SearchSpace(Frozen):
         default=Choice[bool](value=_D["deskew"]),
         description="straighten each image's slant and centre it on its centre of mass (training, validation, "
                     "test and predict alike: the model does it)")
+    architecture: Choice[Architecture] = Field(
+        default=Choice[Architecture](value=_D["architecture"]),
+        description="'mlp' (hidden_layers Dense layers of units) or 'cnn' (conv_blocks convolution blocks, then a "
+                    "Dense head of head_units); both share dropout, batch_norm, activation, augmentation, deskew")
+    conv_blocks: Axis[ConvBlocks] = Field(
+        default=Axis[ConvBlocks](value=_D["conv_blocks"]),
+        description="cnn: convolution blocks, each two convolutions (batch-normalised if batch_norm), then pooling")
+    filters: Axis[Filters] = Field(
+        default=Axis[Filters](value=_D["filters"]),
+        description="cnn: filters of the first block's convolutions; each later block has twice its predecessor's")
+    kernel_size: Axis[KernelSize] = Field(
+        default=Axis[KernelSize](value=_D["kernel_size"]), description="cnn: the convolutions' kernel side")
+    pooling: Choice[Pooling] = Field(
+        default=Choice[Pooling](value=_D["pooling"]),
+        description="cnn: 2 x 2 pooling after each block ('max', 'average'), or 'none' (a stride-2 second "
+                    "convolution halves the image instead)")
+    head_units: Axis[Units] = Field(
+        default=Axis[Units](value=_D["head_units"]),
+        description="cnn: width of the Dense layer between the last block and the output (dropout after it)")
     per_layer_units: bool = Field(
         default=False, description="search units_l0, units_l1, ... per hidden layer instead of one shared width"
     )
@@ -226,7 +262,8 @@ class SearchSpace(Frozen):
     _shorthand_all = field_validator(
         "hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate",
         "lr_schedule", "activation", "batch_norm", "input_dropout", "weight_decay", "augment_shift",
-        "augment_rotation", "augment_scale", "augment_elastic", "deskew", mode="before",
+        "augment_rotation", "augment_scale", "augment_elastic", "deskew", "architecture", "conv_blocks", "filters",
+        "kernel_size", "pooling", "head_units", mode="before",
     )(lambda v: _shorthand_axis(v) if v is not None else v)
 
     @model_validator(mode="after")
