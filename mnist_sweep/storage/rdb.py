@@ -129,19 +129,30 @@ def open_storage(url: str, heartbeat: HeartbeatConfig | None = None, create: boo
 _SCHEMA_RACE = ("already exists", "duplicate key", "unique constraint failed", "duplicate entry")
 
 
+#: Errors of a connection that was made and then lost (not a server that cannot be reached).
+_DROPPED = ("server closed the connection", "consuming input failed", "connection reset", "lost connection",
+            "terminating connection", "broken pipe", "eof detected", "connection was closed")
+
+
 def _create(url: str, retry_seconds: float, engine_kwargs: dict[str, Any], kwargs: dict[str, Any]
             ) -> ResilientRDBStorage:
     """Optuna's storage; workers that start together on a new database race to create its tables
-    (``table studies already exists``): the losers try again, and find them made."""
-    for attempt in range(5):
+    (``table studies already exists``): the losers try again, and find them made. A connection the
+    server drops while the storage opens is retried for ``retry_seconds``, as any call is later; a
+    server that cannot be reached at all still fails at once (a wrong URL should not wait)."""
+    started, attempt = time.monotonic(), 0
+    while True:
         try:
             return ResilientRDBStorage(url, retry_seconds=retry_seconds, shown_url=redact(url),
                                        engine_kwargs=engine_kwargs, **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError as err:
-            if attempt == 4 or not any(marker in str(err).lower() for marker in _SCHEMA_RACE):
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            text = " ".join(str(e).lower() for e in (err, err.__cause__, err.__context__) if e is not None)
+            race = any(marker in text for marker in _SCHEMA_RACE) and attempt < 4
+            dropped = any(marker in text for marker in _DROPPED) and time.monotonic() - started < retry_seconds
+            if not (race or dropped):
                 raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+            attempt += 1
+            time.sleep(min(0.2 * attempt, 2.0))
 
 
 def _check_url(url: str) -> None:

@@ -309,3 +309,23 @@ def test_an_unreachable_database_at_the_start_is_one_line_exit_2_without_a_wait(
     err = capsys.readouterr().err
     assert code == InputError.exit_code and time.monotonic() - started < 30
     assert err.count("\n") == 1 and "S3cretQS" not in err and "password=***" in err, err
+
+
+def test_a_connection_dropped_while_the_storage_opens_is_retried_a_refused_one_is_not(monkeypatch, tmp_path) -> None:
+    from mnist_sweep.storage import rdb
+
+    real, calls = rdb.ResilientRDBStorage, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what a proxy cutting every connection gave a worker starting at the wrong moment
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(
+                "consuming input failed: server closed the connection unexpectedly"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rdb, "ResilientRDBStorage", flaky)
+    assert open_storage(f"sqlite:///{tmp_path / 'x.db'}", retry_seconds=30) is not None and len(calls) == 2
+    started = time.monotonic()
+    with pytest.raises(InputError, match="cannot open storage"):
+        open_storage(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x", retry_seconds=30)  # refused: at once
+    assert time.monotonic() - started < 5
