@@ -151,7 +151,7 @@ def _convolution_blocks(p: Mapping[str, Any], input_size: int, activated: Any) -
     convolution with ``pooling: none``) and the block's dropout, then flattened for the head."""
     import keras
 
-    from mnist_sweep.model.layers import VariableDropout
+    from mnist_sweep.model.layers import Pool2x2, VariableDropout
 
     side = int(round(input_size ** 0.5))
     if side * side != input_size:
@@ -164,7 +164,7 @@ def _convolution_blocks(p: Mapping[str, Any], input_size: int, activated: Any) -
         body += activated(keras.layers.Conv2D(filters, kernel, **conv))
         body += activated(keras.layers.Conv2D(filters, kernel, strides=2 if pooling == "none" else 1, **conv))
         if pooling != "none":
-            body.append(keras.layers.MaxPooling2D(2) if pooling == "max" else keras.layers.AveragePooling2D(2))
+            body.append(Pool2x2(pooling))
         body.append(VariableDropout(float(p["dropout"])))
     return [*body, keras.layers.Flatten()]
 

@@ -228,6 +228,33 @@ class Deskew(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_sweep")
+class Pool2x2(keras.layers.Layer):
+    """2 x 2 pooling (``max`` or ``average``) of ``side x side x channels`` images, an odd last row and
+    column dropped as Keras's ``valid`` pooling drops them. Written as a reshape and a reduction, not a
+    pooling window: ONNX Runtime refuses the max-pooling node a channels-last window exports to."""
+
+    def __init__(self, mode: str = "max", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("max", "average"):
+            raise ValueError(f"pooling mode must be 'max' or 'average', got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        _, height, width, channels = inputs.shape
+        even = inputs[:, : height // 2 * 2, : width // 2 * 2, :]
+        blocks = keras.ops.reshape(even, (-1, height // 2, 2, width // 2, 2, channels))
+        reduce = keras.ops.max if self.mode == "max" else keras.ops.mean
+        return reduce(blocks, axis=(2, 4))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch, height, width, channels = input_shape
+        return (batch, height // 2, width // 2, channels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="mnist_sweep")
 class NumpyGlorotUniform(keras.initializers.Initializer):
     """Glorot (Xavier) uniform: U(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)), drawn by NumPy.
 

@@ -26,16 +26,26 @@ def test_a_cnn_has_its_blocks_head_and_the_shared_layers() -> None:
     model = build_model({**SMALL, "batch_norm": True, "deskew": True, "augment_shift": 2.0})
     kinds = _kinds(model)
     assert kinds[:3] == ["Deskew", "RandomAffine", "Reshape"]  # flat images in, as every model takes them
-    assert kinds.count("Conv2D") == 4 and kinds.count("MaxPooling2D") == 2 and kinds.count("BatchNormalization") == 5
+    assert kinds.count("Conv2D") == 4 and kinds.count("Pool2x2") == 2 and kinds.count("BatchNormalization") == 5
     assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [8, 8, 16, 16]
     assert model.output_shape == (None, 10) and model.name == "cnn"
     strided = build_model({**SMALL, "pooling": "none", "conv_blocks": 1})
-    assert "MaxPooling2D" not in _kinds(strided)
+    assert "Pool2x2" not in _kinds(strided)
     assert [layer.strides for layer in strided.layers if hasattr(layer, "filters")] == [(1, 1), (2, 2)]
     # 3x3x1x8+8, 3x3x8x8+8, 3x3x8x16+16, 3x3x16x16+16, then (7*7*16)x32+32, 32x10+10
     assert count_params(build_model(SMALL)) == 80 + 584 + 1168 + 2320 + 25120 + 330
     with pytest.raises(ValueError, match="square"):
         build_model(SMALL, input_size=700)
+
+
+def test_pooling_is_keras_s_own_on_odd_sides_too() -> None:
+    import keras
+
+    from mnist_sweep.model.layers import Pool2x2
+
+    x = np.random.default_rng(0).normal(size=(3, 7, 7, 4)).astype("float32")
+    np.testing.assert_allclose(Pool2x2("max")(x), keras.layers.MaxPooling2D(2)(x), atol=1e-6)
+    np.testing.assert_allclose(Pool2x2("average")(x), keras.layers.AveragePooling2D(2)(x), atol=1e-6)
 
 
 def test_a_cnn_learns_saves_and_reloads_to_the_same_answers(tiny_dataset, tmp_path) -> None:
