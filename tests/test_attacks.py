@@ -187,7 +187,7 @@ def test_an_interrupted_train_leaves_no_old_metrics_or_curves_beside_a_model(tin
     config = best_config(optuna.load_study(study_name="tiny", storage=tiny_url))
     out = tmp_path / "out"
     first = train_final(config, output_dir=out, epochs=1)
-    assert {p.name for p in out.iterdir()} == {"model.keras", "metrics.json", "curves.html"}
+    assert {p.name for p in out.iterdir()} == {"model.keras", "metrics.json", "curves.html", "MODEL_CARD.md"}
     old_model = first.model_path.read_bytes()
 
     def interrupted(*args, **kwargs):

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", metavar="PATH", help="IDX directory, .npz, 'bundled' or 'keras'")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="override the config's epochs")
     train.add_argument("--seed", type=int, metavar="N", help="weight-init seed (default: the config's seed)")
+    train.add_argument("--onnx", action="store_true",
+                       help="also write model.onnx, checked against Keras on the test images (pip install "
+                            "'mnist-sweep[onnx]')")
     train.set_defaults(command="train")
 
     final = sub.add_parser("final", help="the final model from the study's kept models, tested once", description=(
@@ -154,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the best model of at most N parameters (an ensemble: all its members')")
     final.add_argument("--max-latency-ms", type=_positive_float, metavar="MS",
                        help="the best model whose latency for one image, as its trials measured it, is at most MS")
+    final.add_argument("--onnx", action="store_true",
+                       help="also write model.onnx, checked against Keras on the test images (pip install "
+                            "'mnist-sweep[onnx]')")
     final.set_defaults(command="final")
 
     predict = sub.add_parser("predict", help="classify digit images with a trained model", description=(

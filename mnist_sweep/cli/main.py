@@ -112,26 +112,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     final = ms.train_final(args.config, output_dir=output.parent if output else None, data=args.data,
                            epochs=args.epochs, seed=args.seed, on_epoch=_print_epoch,
-                           model_name=output.name if output else "model.keras")
+                           model_name=output.name if output else "model.keras", onnx=args.onnx)
     print(f"test accuracy: {final.test_accuracy:.4f} ({100 * final.test_accuracy:.2f}%), "
           f"test loss {final.test_loss:.4f}, {final.seconds:.0f}s training")
-    print(f"wrote {final.model_path}, {final.metrics_path.name}" + (f", {final.curves_path.name}"
-                                                                      if final.curves_path else ""))
+    print(f"wrote {final.model_path}, {final.metrics_path.name}, MODEL_CARD.md" + (
+        f", {final.curves_path.name}" if final.curves_path else "") + _onnx_line(final.metrics))
     return 0
 
 
 def cmd_final(args: argparse.Namespace) -> int:
     """Build the final model from the study's kept models (chosen on validation), test it once, save it."""
     final = ms.build_final(_load_study(args), args.output, args.k, max_params=args.max_params,
-                           max_latency_ms=args.max_latency_ms)
+                           max_latency_ms=args.max_latency_ms, onnx=args.onnx)
     what = f"trial {final.members[0]}" if len(final.members) == 1 else \
         f"the average of trials {', '.join(map(str, final.members))}"
     print(f"chose {what} (validation accuracy {final.metrics['validation_accuracy']:.4f})")
     print(f"test accuracy: {final.test_accuracy:.4f} ({100 * final.test_accuracy:.2f}%); best single member "
           f"{final.metrics['best_member_test_accuracy']:.4f}")
     print(f"{final.metrics['n_params']:,} parameters, {final.metrics['latency_ms_batch1']:.3f} ms per image at batch 1")
-    print(f"wrote {final.model_path}, {final.metrics_path.name}")
+    print(f"wrote {final.model_path}, {final.metrics_path.name}, MODEL_CARD.md" + _onnx_line(final.metrics))
     return 0
+
+
+def _onnx_line(metrics: dict) -> str:
+    if metrics.get("onnx_agreement") is None:
+        return ""
+    return f", {metrics['onnx_file']} (answers as Keras's on {100 * metrics['onnx_agreement']:.2f}% of the test images)"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from mnist_sweep._base.settings import prepare_process
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError
 from mnist_sweep.final.result import FinalModel
+from mnist_sweep.final.shipping import CARD_NAME, ONNX_NAME, export_onnx, write_model_card
 from mnist_sweep.model.factory import count_params
 from mnist_sweep.model.latency import measure_inference
 from mnist_sweep.model.saving import class_names, preprocessing
@@ -51,7 +52,7 @@ from mnist_sweep.sweep.config import DataConfig
 
 
 def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: int | None = None, *,
-                max_params: int | None = None, max_latency_ms: float | None = None) -> FinalModel:
+                max_params: int | None = None, max_latency_ms: float | None = None, onnx: bool = False) -> FinalModel:
     """Choose the final model among the study's kept models on validation, test it once, save it.
 
     Args:
@@ -61,6 +62,8 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
         max_params: only models (an ensemble: its members together) of at most this many parameters.
         max_latency_ms: only models whose latency for one image (an ensemble: its members' summed) is
             at most this, as the trials measured it on the machine that ran them.
+        onnx: also write ``model.onnx``, checked against Keras on the test images
+            (:mod:`mnist_sweep.final.shipping`). ``MODEL_CARD.md`` is always written.
 
     Raises:
         InputError: the study kept no model (within the budget), ``k`` < 1, or the data changed since
@@ -116,10 +119,14 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
     metrics_path = folder / "metrics.json"
-    metrics_path.unlink(missing_ok=True)  # never a new model beside an older run's metrics
+    for stale in (metrics_path, folder / ONNX_NAME, folder / CARD_NAME):  # no new model beside an older run's files
+        stale.unlink(missing_ok=True)
     with atomic_path(folder / "model.keras") as tmp:
         model.save(tmp)
-    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if onnx:
+        metrics.update(export_onnx(model, folder, dataset.x_test))
+    write_model_card(folder, metrics, {m.trial: study.trials[m.trial].params for m in kept[:size]})
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")  # last: the run finished
     return FinalModel(model=model, test_accuracy=test_accuracy, members=metrics["members"], metrics=metrics,
                       model_path=folder / "model.keras", metrics_path=metrics_path)
 

@@ -37,6 +37,7 @@ from mnist_sweep._base.settings import prepare_process
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError
 from mnist_sweep.final.result import FinalModel
+from mnist_sweep.final.shipping import CARD_NAME, ONNX_NAME, export_onnx, write_model_card
 from mnist_sweep.model.factory import build_model, count_params
 from mnist_sweep.model.training import EpochHook, fit, fresh_keras
 from mnist_sweep.sweep.config import SweepConfig, parse_sweep
@@ -63,6 +64,7 @@ def train_final(
     data: str | None = None,
     model_name: str = "model.keras",
     on_epoch: EpochHook | None = None,
+    onnx: bool = False,
 ) -> FinalModel:
     """Train the config's model on training + validation data, evaluate it on the test set once, save it.
 
@@ -77,6 +79,8 @@ def train_final(
         data: a data source overriding the config's ``data.source``.
         model_name: the model's file name in ``output_dir`` (a ``.keras`` file).
         on_epoch: called after each epoch with (epoch index, metrics), e.g. to print progress.
+        onnx: also write ``model.onnx``, checked against Keras on the test images
+            (:mod:`mnist_sweep.final.shipping`). ``MODEL_CARD.md`` is always written.
 
     Raises:
         InputError: the config is not fixed (one line per loose axis), the model file is not
@@ -147,11 +151,14 @@ def train_final(
     # earlier run go first, as final_model does, so an interrupted run never leaves a new model
     # beside the old metrics: it leaves the old model, or the new one, without metrics.
     metrics_file, curves_file = model_path.with_name("metrics.json"), model_path.with_name("curves.html")
-    metrics_file.unlink(missing_ok=True)
-    curves_file.unlink(missing_ok=True)
+    for stale in (metrics_file, curves_file, model_path.with_name(ONNX_NAME), model_path.with_name(CARD_NAME)):
+        stale.unlink(missing_ok=True)
     with atomic_path(model_path) as tmp:
         model.save(tmp)
     curves_path = write_text_atomic(curves_file, _curves_html(fitted.history, sweep.name))
+    if onnx:
+        metrics.update(export_onnx(model, folder, dataset.x_test))
+    write_model_card(folder, metrics)
     metrics_path = write_text_atomic(metrics_file, json.dumps(metrics, indent=2) + "\n")
     return FinalModel(model=model, test_accuracy=metrics["test_accuracy"], metrics=metrics, model_path=model_path,
                       metrics_path=metrics_path, curves_path=curves_path)

@@ -165,7 +165,8 @@ def test_train_writes_model_metrics_and_curves(exported: Path, tmp_path: Path, c
     assert provenance["machine"]["cores"] >= 1 and provenance["code"]["version"]
     assert metrics["params"] == {**fixed_params(load_sweep(exported).space), "epochs": 1}
     assert (tmp_path / "final" / "curves.html").stat().st_size > 1000
-    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["curves.html", "metrics.json", "model.keras"]
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["MODEL_CARD.md", "curves.html", "metrics.json",
+                                                                      "model.keras"]
 
 
 def test_train_refuses_a_search_space(write_sweep, tmp_path: Path, capsys) -> None:
