@@ -78,7 +78,8 @@ def test_run_to_prediction_in_a_few_calls(sqlite_url: str, tmp_path: Path, tiny_
     frame = ms.trials_frame(study)
     assert list(frame["number"]) == [0, 1, 2]
     figures = ms.report_figures(study)
-    assert list(figures) == ["axes", "parallel", "history", "anytime", "importance", "curves", "cost", "confirm"]
+    assert list(figures) == ["axes", "parallel", "history", "anytime", "importance", "curves", "cost", "confirm",
+                             "ladder"]
     assert all(isinstance(f, go.Figure) for f in figures.values())
     config = ms.best_config(study)
     assert config["source"]["trial"] == study.best_trial.number and config["source"]["provenance"]

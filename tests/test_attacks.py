@@ -120,12 +120,12 @@ def test_exported_yaml_keeps_a_newline_in_the_study_name_on_one_line(tiny_url: s
 
 def test_waiting_trials_have_an_empty_start_in_report_figures_and_csv(tiny_url: str, tmp_path: Path,
                                                                        capsys) -> None:
-    from mnist_sweep.results.figures import report_figures
+    from mnist_sweep.results.figures import TITLES, report_figures
     from mnist_sweep.results.report import write_report
 
     study = _copy(tiny_url, "queued")
     study.enqueue_trial(dict(study.trials[0].params))
-    assert len(report_figures(study)) == 8
+    assert len(report_figures(study)) == len(TITLES)
     text = write_report(study, tmp_path / "r.html").read_text(encoding="utf-8")
     head = text[text.index('<table id="trials-table"'):]
     head = head[: head.index("</thead>")]

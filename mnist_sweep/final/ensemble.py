@@ -48,6 +48,7 @@ from mnist_sweep.model.latency import measure_inference
 from mnist_sweep.model.saving import class_names, preprocessing
 from mnist_sweep.search.confirmation import trial_rank
 from mnist_sweep.search.kept_models import kept_models, load_kept_model
+from mnist_sweep.search.study import FINAL_ATTR
 from mnist_sweep.sweep.config import DataConfig
 
 
@@ -127,6 +128,8 @@ def build_final(study: optuna.Study, output_dir: str | Path | None = None, k: in
         metrics.update(export_onnx(model, folder, dataset.x_test))
     write_model_card(folder, metrics, {m.trial: study.trials[m.trial].params for m in kept[:size]})
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")  # last: the run finished
+    study.set_user_attr(FINAL_ATTR, {"test_accuracy": test_accuracy, "members": metrics["members"],
+                                     "date": metrics["date"]})  # the report's accuracy ladder shows it
     return FinalModel(model=model, test_accuracy=test_accuracy, members=metrics["members"], metrics=metrics,
                       model_path=folder / "model.keras", metrics_path=metrics_path)
 

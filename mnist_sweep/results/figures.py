@@ -48,6 +48,7 @@ from mnist_sweep.results.accuracy_axis import (
 )
 from mnist_sweep.results.anytime import best_so_far, curve_origin, first_reach
 from mnist_sweep.results.curves import PALETTE, confirmation_figure, curves_figure
+from mnist_sweep.results.ladder import ladder_figure
 from mnist_sweep.results.tradeoffs import cost_figure
 from mnist_sweep.sweep.goals import accuracy_of, is_multi_objective
 
@@ -61,6 +62,7 @@ TITLES: dict[str, str] = {
     "curves": "Learning curves of the best trials",
     "cost": "Accuracy against size and speed: Pareto fronts",
     "confirm": "Winner confirmation: the best configs with other seeds",
+    "ladder": "The accuracy ladder: this study among published MNIST results",
 }
 CAPTIONS = {
     "axes": "One point per trial: blue dots COMPLETE, orange crosses PRUNED at their best epoch; "
@@ -82,6 +84,9 @@ CAPTIONS = {
     "cost": "Validation accuracy against the model's parameter count, its latency for one image on this machine "
             "and its median seconds per epoch; the red steps are the Pareto fronts (no trial is both more accurate "
             "and cheaper). `final --max-params N` / `--max-latency-ms MS` builds the best model within a budget.",
+    "ladder": "Published MNIST results (hover: the source, and the training compute where it can be estimated) "
+              "and this study: its best validation accuracy, its compute estimated from its trials' params, and "
+              "the final model's test accuracy once `final` has run. Validation is not test: compare with care.",
 }
 ANYTIME_THRESHOLDS = (0.95, 0.98, 0.985, 0.99)
 
@@ -115,6 +120,7 @@ def report_figures(study: optuna.Study) -> dict[str, go.Figure]:
         "curves": curves_figure(trials),
         "cost": cost_figure(trials),
         "confirm": confirmation_figure(trials),
+        "ladder": ladder_figure(trials, study.user_attrs),
     }
     return {key: _titled(key, content) for key, content in drawn.items()}
 

@@ -38,6 +38,11 @@ from mnist_sweep.sweep.goals import accuracy_of, best_trial, directions
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+#: The study attribute ``final`` writes: the final model's test accuracy, members and date (the
+#: report's accuracy ladder shows it).
+FINAL_ATTR = "final_test"
+
+
 def open_study(
     sweep: SweepConfig, storage: str | optuna.storages.BaseStorage, study_name: str | None = None, worker: int = 0,
     provenance: Mapping[str, Any] | None = None, data_signature: Mapping[str, Any] | None = None,
