@@ -66,14 +66,10 @@ def tiny_dataset():
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL cluster of the test session's own (tests/servers.py), started at first use."""
-    from servers import PrivatePostgres, private_folder
+    from servers import running_postgres
 
-    folder = private_folder("mnist-sweep-pg-")
-    server = PrivatePostgres(folder)
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(folder, ignore_errors=True)
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

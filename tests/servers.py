@@ -14,6 +14,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,16 @@ def private_folder(prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     folder.chmod(0o755)
     return folder
+
+
+@contextmanager
+def running_postgres() -> Iterator[PrivatePostgres]:
+    """A started :class:`PrivatePostgres`, stopped and removed on exit."""
+    folder = private_folder("mnist-sweep-pg-")
+    server = PrivatePostgres(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(folder, ignore_errors=True)

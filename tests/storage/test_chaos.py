@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import sqlalchemy
 import sqlalchemy.exc
 from helpers import free_port, scratch_database
-from servers import PrivatePostgres, private_folder
+from servers import PrivatePostgres, running_postgres
 
 from mnist_sweep.errors import InputError, StorageUnavailable
 from mnist_sweep.storage.rdb import open_storage
@@ -39,12 +38,8 @@ HEARTBEAT = {"interval": 1, "grace_period": 5, "max_retries": 1}
 @pytest.fixture
 def private_postgres():
     """A cluster of this test's own: it stops and restarts it."""
-    folder = private_folder("mnist-sweep-pg-")
-    server = PrivatePostgres(folder)
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(folder, ignore_errors=True)
+    with running_postgres() as server:
+        yield server
 
 
 def _start(args: list[str], **kwargs) -> subprocess.Popen[str]:
