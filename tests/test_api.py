@@ -55,7 +55,7 @@ def test_every_public_name_is_defined_where_the_api_says() -> None:
 def test_a_shipped_sweep_loads_from_any_directory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no sweeps/ here: the package's own copy is used
     assert ms.load_sweep("quick").name == "quick"
-    assert set(ms.packaged_sweeps()) == {"quick", "tutorial", "default"}
+    assert set(ms.packaged_sweeps()) == {"quick", "tutorial", "default", "best"}
     # a sweep of the user's own in ./sweeps/ wins over a shipped one of the same name
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "quick.yaml").write_text("trials: 2\n")

@@ -70,8 +70,8 @@ def _gpu_list(text: str) -> list[str]:
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     """The arguments ``run`` and ``worker`` share: the sweep, its study and storage, and overrides."""
     p.add_argument("sweep", nargs="?", metavar="SWEEP",
-                   help="sweep file, or a name: ./sweeps/NAME.yaml, else a shipped sweep (quick, tutorial, default; "
-                        "the default)")
+                   help="sweep file, or a name: ./sweeps/NAME.yaml, else a shipped sweep (quick, tutorial, default, "
+                        "best; default is the default)")
     p.add_argument("--study", metavar="NAME", help="study name (default: the sweep's name)")
     _add_storage(p)
     p.add_argument("--trials", type=int, metavar="N", help="target number of finished trials")

@@ -2,7 +2,7 @@
 
 A sweep is named by a path (``my/sweep.yaml``) or by a bare name (``quick``), which is looked up
 in ``./sweeps/`` first (your own sweeps) and then among the sweeps shipped inside the package
-(``quick``, ``tutorial``, ``default``, read with :mod:`importlib.resources`, so they travel
+(``quick``, ``tutorial``, ``default``, ``best``, read with :mod:`importlib.resources`, so they travel
 with a plain ``pip install``). The JSON Schema of the format ships beside them.
 
 Files are read within limits, each a one-line :class:`InputError` (exit 2) when passed: at most
@@ -13,7 +13,7 @@ Example:
     >>> load_sweep("quick").trials
     20
     >>> packaged_sweeps()
-    ['default', 'quick', 'tutorial']
+    ['best', 'default', 'quick', 'tutorial']
 """
 
 from __future__ import annotations

@@ -127,13 +127,26 @@ def test_fingerprint_tracks_space_and_data_not_budget() -> None:
     assert base.fingerprint() != other_data.fingerprint()
 
 
-@pytest.mark.parametrize("name", ["quick", "tutorial", "default"])
+@pytest.mark.parametrize("name", ["quick", "tutorial", "default", "best"])
 def test_shipped_sweeps_are_valid(name: str) -> None:
     sweep = load_sweep(name)
     assert sweep.name == name
     axes = sweep.space.axes()
-    for axis in ("hidden_layers", "units", "dropout", "optimizer", "batch_size", "epochs", "learning_rate"):
+    family = ("conv_blocks", "filters", "pooling", "head_units") if name == "best" else ("hidden_layers", "units")
+    for axis in (*family, "dropout", "optimizer", "batch_size", "epochs", "learning_rate"):
         assert axis in axes
+
+
+def test_the_best_sweep_searches_cnns_and_fits_its_budget() -> None:
+    from mnist_sweep.model.costs import training_flops_per_image
+
+    best, default = load_sweep("best"), load_sweep("default")
+    assert best.space.architecture.value == "cnn"
+    assert best.timeout < best.hard_timeout <= default.hard_timeout  # final has its minutes left
+    first, *longer = [{"architecture": "cnn", **dict(e)} for e in best.enqueue]
+    # the short first trial costs a fraction of each long one (a model within minutes)
+    assert all(training_flops_per_image(first) * first["epochs"] < training_flops_per_image(p) * p["epochs"] / 2
+               for p in longer)
 
 
 def test_tutorial_sweep_enqueues_the_four_tutorial_models() -> None:
