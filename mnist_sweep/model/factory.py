@@ -157,6 +157,9 @@ def _convolution_blocks(p: Mapping[str, Any], input_size: int, activated: Any) -
     if side * side != input_size:
         raise ValueError(f"a cnn needs square images: {input_size} pixels is not a square")
     kernel, pooling = int(p["kernel_size"]), str(p["pooling"])
+    if pooling != "none" and int(p["conv_blocks"]) > pooled_blocks_that_fit(side):
+        raise ValueError(f"conv_blocks: {p['conv_blocks']} blocks of 2 x 2 pooling halve a {side} x {side} image "
+                         f"to nothing; at most {pooled_blocks_that_fit(side)} (or pooling: none)")
     body: list[Any] = [keras.layers.Reshape((side, side, 1))]
     for block in range(int(p["conv_blocks"])):
         filters = int(p["filters"]) * 2 ** block
@@ -167,6 +170,15 @@ def _convolution_blocks(p: Mapping[str, Any], input_size: int, activated: Any) -
             body.append(Pool2x2(pooling))
         body.append(VariableDropout(float(p["dropout"])))
     return [*body, keras.layers.Flatten()]
+
+
+def pooled_blocks_that_fit(side: int) -> int:
+    """The most convolution blocks ending in 2 x 2 pooling a ``side x side`` image takes: each halves
+    it, rounding down, and the last needs 2 pixels (MNIST's 28: 4). Stride-2 halving never runs out."""
+    blocks = 0
+    while side >= 2:
+        side, blocks = side // 2, blocks + 1
+    return blocks
 
 
 def count_params(model: Any) -> int:

@@ -39,6 +39,7 @@ from mnist_sweep._base.settings import (
 from mnist_sweep._base.signals import StopSignals
 from mnist_sweep.data.dataset import load_dataset
 from mnist_sweep.errors import InputError, StorageUnavailable, SweepFailed, SweepInterrupted
+from mnist_sweep.model.factory import pooled_blocks_that_fit
 from mnist_sweep.search.loop import LoopOptions, run_sweep
 from mnist_sweep.search.progress import EpochProgress, TrialLines, print_summary
 from mnist_sweep.search.study import DONE_STATES, open_study
@@ -113,6 +114,7 @@ def run(
     if new_study:
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = load_dataset(sweep.data)
+    _check_cnn_fits(sweep, dataset.side)
     provenance = collect(dataset, backend)
     shown = progress != "off"
     say = _printer(out, shown)
@@ -149,6 +151,20 @@ def run(
     if shown:
         print_summary(study, time.monotonic() - start, out)
     return study
+
+
+def _check_cnn_fits(sweep: SweepConfig, side: int) -> None:
+    """A space whose CNNs would pool these images to nothing is refused before anything is written."""
+    space = sweep.space
+    poolings = [space.pooling.value] if space.pooling.fixed else list(space.pooling.choices or [])
+    if not space.architecture.contains("cnn") or poolings == ["none"]:
+        return
+    blocks = space.conv_blocks
+    most = blocks.value if blocks.fixed else blocks.high if blocks.ranged else max(blocks.choices or [0])
+    fit = pooled_blocks_that_fit(side)
+    if most > fit:
+        raise InputError(f"sweep {sweep.name}: space.conv_blocks: up to {most} blocks of 2 x 2 pooling halve these "
+                         f"{side} x {side} images to nothing; at most {fit} (or pooling: none)")
 
 
 def _printer(out: TextIO | None, enabled: bool) -> Any:

@@ -87,17 +87,27 @@ class FolderArtifactStore(FileSystemArtifactStore):
 
 
 class DatabaseArtifactStore:
-    """Artifacts as rows of the study database's ``mnist_sweep_artifact_chunks`` table (made on first use)."""
+    """Artifacts as rows of the study database's ``mnist_sweep_artifact_chunks`` table (made on first use).
+
+    Each call is one transaction, run through ``retrying`` (the study storage's outage retry): a
+    transaction that lost a deadlock (InnoDB's gap locks make concurrent writers of new ids collide)
+    or met a restarting server was rolled back whole, so running it again is safe.
+    """
 
     def __init__(self, engine: sqlalchemy.engine.Engine, where: str,
-                 before_write: Callable[[str], None] | None = None) -> None:
+                 before_write: Callable[[str], None] | None = None,
+                 retrying: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self.engine, self.before_write, self.where = engine, before_write, f"the database {where}"
+        self.retrying = retrying or (lambda call: call())
         _create_table(engine)
 
     def open_reader(self, artifact_id: str) -> BinaryIO:
-        with self.engine.connect() as connection:
-            rows = connection.execute(sqlalchemy.select(CHUNKS.c.data).where(CHUNKS.c.artifact_id == artifact_id)
-                                      .order_by(CHUNKS.c.seq)).all()
+        def read() -> list[Any]:
+            with self.engine.connect() as connection:
+                return connection.execute(sqlalchemy.select(CHUNKS.c.data).where(CHUNKS.c.artifact_id == artifact_id)
+                                          .order_by(CHUNKS.c.seq)).all()
+
+        rows = self.retrying(read)
         if not rows:
             raise ArtifactNotFound(f"no artifact {artifact_id} in {self.where}")
         return io.BytesIO(b"".join(bytes(row[0]) for row in rows))
@@ -105,22 +115,30 @@ class DatabaseArtifactStore:
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
         if self.before_write is not None:
             self.before_write(artifact_id)
-        with self.engine.begin() as connection:  # all its chunks, or none
-            connection.execute(CHUNKS.delete().where(CHUNKS.c.artifact_id == artifact_id))
-            seq = 0
-            while chunk := content_body.read(CHUNK_BYTES):
-                connection.execute(CHUNKS.insert().values(artifact_id=artifact_id, seq=seq, data=chunk))
-                seq += 1
+        chunks = list(iter(lambda: content_body.read(CHUNK_BYTES), b""))
+
+        def write_all() -> None:
+            with self.engine.begin() as connection:  # all its chunks, or none
+                connection.execute(CHUNKS.delete().where(CHUNKS.c.artifact_id == artifact_id))
+                for seq, chunk in enumerate(chunks):
+                    connection.execute(CHUNKS.insert().values(artifact_id=artifact_id, seq=seq, data=chunk))
+
+        self.retrying(write_all)
 
     def remove(self, artifact_id: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(CHUNKS.delete().where(CHUNKS.c.artifact_id == artifact_id))
+        def delete() -> None:
+            with self.engine.begin() as connection:
+                connection.execute(CHUNKS.delete().where(CHUNKS.c.artifact_id == artifact_id))
+
+        self.retrying(delete)
 
     def listing(self) -> dict[str, str]:
         """Every artifact in the table (of every study in the database), id -> id."""
-        with self.engine.connect() as connection:
-            ids = connection.execute(sqlalchemy.select(CHUNKS.c.artifact_id).distinct()).scalars().all()
-        return {i: i for i in ids}
+        def select() -> list[str]:
+            with self.engine.connect() as connection:
+                return list(connection.execute(sqlalchemy.select(CHUNKS.c.artifact_id).distinct()).scalars().all())
+
+        return {i: i for i in self.retrying(select)}
 
     def discard(self, name: str) -> None:
         self.remove(name)
@@ -155,7 +173,8 @@ def database_store(storage: Any, before_write: Callable[[str], None] | None = No
     """The artifact store of a server database ``storage`` (see :func:`in_database`)."""
     rdb = _rdb(storage)
     assert rdb is not None
-    return DatabaseArtifactStore(rdb.engine, rdb.engine.url.render_as_string(hide_password=True), before_write)
+    return DatabaseArtifactStore(rdb.engine, rdb.engine.url.render_as_string(hide_password=True), before_write,
+                                 getattr(rdb, "_retrying", None))
 
 
 def artifact_folder(storage: Any, study_name: str, recorded: str | None) -> Path:

@@ -10,7 +10,10 @@ passed since the outage began; the trial in flight keeps training meanwhile (its
 at their report), the heartbeat thread included (its failures are never fatal to it). Past that
 time, or at once for a disk that is full, the call raises
 :class:`~mnist_sweep.errors.StorageUnavailable` (one line, exit 75), and later calls stop waiting.
-A read-only database file is the user's to fix: :class:`~mnist_sweep.errors.InputError`.
+A read-only database file is the user's to fix: :class:`~mnist_sweep.errors.InputError`. A
+transaction that lost to another writer (a deadlock, a serialization failure: many workers on one
+MySQL or PostgreSQL study) is no outage: it is run again at once, quietly, up to
+:data:`CONTENTION_TRIES` times.
 
 Each call is one transaction, so a retry repeats a write that did not commit. The rare write
 that committed but whose answer was lost is handled where it matters: a state change found
@@ -25,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import random
 import sys
 import threading
 import time
@@ -43,13 +47,17 @@ from mnist_sweep.storage._queue import create_key
 T = TypeVar("T")
 
 FIRST_DELAY_S, MAX_DELAY_S = 0.25, 5.0
-TRANSIENT, DISK_FULL, READ_ONLY = "transient", "disk full", "read-only"
+TRANSIENT, DISK_FULL, READ_ONLY, CONTENTION = "transient", "disk full", "read-only", "contention"
+#: Tries of a transaction that keeps losing to other writers (a deadlock, a serialization failure).
+CONTENTION_TRIES = 20
+_CONTENTION_TEXT = ("deadlock", "could not serialize", "lock wait timeout")
 _DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk full", "could not extend file")
 _READ_ONLY_TEXT = ("attempt to write a readonly database", "read-only file system", "readonly database")
 
 
 def classify(err: BaseException) -> str | None:
-    """What a storage error means: :data:`TRANSIENT` (the connection; retry), :data:`DISK_FULL`,
+    """What a storage error means: :data:`TRANSIENT` (the connection; retry), :data:`CONTENTION` (the
+    transaction lost to another writer and was rolled back; run it again, quietly), :data:`DISK_FULL`,
     :data:`READ_ONLY`, or None (anything else: a bug or bad data, not retried).
 
     >>> classify(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")))
@@ -64,6 +72,8 @@ def classify(err: BaseException) -> str | None:
     for link in _chain(err):
         if isinstance(link, sqlalchemy.exc.DBAPIError) and link.connection_invalidated:
             return TRANSIENT
+        if isinstance(link, sqlalchemy.exc.DBAPIError) and any(m in str(link).lower() for m in _CONTENTION_TEXT):
+            return CONTENTION
         if isinstance(link, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             return TRANSIENT
         if isinstance(link, sqlalchemy.exc.TimeoutError):  # no connection free in the pool
@@ -128,6 +138,10 @@ class ResilientRDBStorage(ClaimingRDBStorage):
                 if kind == READ_ONLY:
                     raise InputError(f"{self.shown_url}: the database is read-only ({_first_line(err)}); "
                                      "make the file writable or pick another --storage") from None
+                if kind == CONTENTION and attempt < CONTENTION_TRIES:  # not an outage: no warning, no clock
+                    time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
+                    attempt += 1
+                    continue
                 if kind == DISK_FULL:
                     raise self._give_up(f"{self.shown_url}: the disk is full ({_first_line(err)}); the study is "
                                         "intact: free some space and run the same command to resume") from None

@@ -134,3 +134,24 @@ def test_a_study_does_not_resume_on_other_data(tmp_path: Path, mnist_sample, tin
     run_sweep(sweep, url, dataset=load_dataset(DataConfig(source=str(tmp_path / "a.npz"), validation_size=50)))
     with pytest.raises(ms.InputError, match="made on other data .*classes 0, 1, 2, 3, 4"):
         run_sweep(sweep, url, dataset=load_dataset(DataConfig(source=str(tmp_path / "b.npz"), validation_size=50)))
+
+
+def test_cnns_on_small_images_train_or_are_refused_naming_conv_blocks(tmp_path: Path, mnist_sample, write_sweep,
+                                                                         capsys) -> None:
+    x, y = mnist_sample
+    tiny = x.reshape(len(x), 7, 4, 7, 4).mean(axis=(2, 4)).astype(np.uint8)  # 7 x 7: two poolings leave 1 x 1
+    np.savez(tmp_path / "tiny.npz", x_train=tiny[:500], y_train=y[:500], x_test=tiny[500:600], y_test=y[500:600])
+    data = {"source": str(tmp_path / "tiny.npz"), "validation_size": 100}
+    mlp_free = {k: v for k, v in TINY_SWEEP["space"].items() if k not in ("hidden_layers", "units")}
+    cnn = {**mlp_free, "architecture": "cnn", "filters": 4, "head_units": 16, "epochs": 1}
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    too_deep = write_sweep("deep", trials=1, space={**cnn, "conv_blocks": {"low": 2, "high": 3}}, data=data)
+    assert main(["run", str(too_deep), "--storage", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: sweep deep: space.conv_blocks: up to 3 blocks of 2 x 2 pooling halve these 7 x 7 images "
+                   "to nothing; at most 2 (or pooling: none)"]
+    assert not (tmp_path / "tiny.db").exists()  # refused before anything was written
+    strided = write_sweep("strided", trials=1, space={**cnn, "conv_blocks": 3, "pooling": "none"}, data=data)
+    fits = write_sweep("fits", trials=1, space={**cnn, "conv_blocks": 2}, data=data)
+    assert main(["run", str(strided), "--storage", url]) == 0
+    assert main(["run", str(fits), "--storage", url]) == 0

@@ -26,3 +26,21 @@ def test_tutorial_model_4_reaches_its_accuracy() -> None:
     print(f"tutorial model 4: test accuracy {test_accuracy:.4f}, best val {max(result.history['val_accuracy']):.4f}, "
           f"{sum(result.epoch_seconds):.0f}s")
     assert test_accuracy >= 0.975
+
+
+@pytest.mark.slow
+def test_the_best_sweeps_first_trial_reaches_0_990_validation() -> None:
+    # `best` promises a model at 0.990 validation accuracy within minutes: its first enqueued
+    # config (5 epochs of a small CNN, about 80 s here) must get there. Validation only: no test look.
+    from mnist_sweep.sweep.loader import load_sweep
+
+    sweep = load_sweep("best")
+    params = {"architecture": "cnn", "batch_norm": True, "lr_schedule": "cosine", "batch_size": 128,
+              **dict(sweep.enqueue[0])}
+    ds = load_dataset(DataConfig())
+    fresh_keras(seed=sweep.seed)
+    model = build_model(params, steps_per_epoch=-(-len(ds.x_train) // params["batch_size"]))
+    result = fit(model, ds.x_train, ds.y_train, ds.x_val, ds.y_val,
+                 batch_size=params["batch_size"], epochs=params["epochs"])
+    print(f"best's first trial: val {result.history['val_accuracy']}, {sum(result.epoch_seconds):.0f}s")
+    assert max(result.history["val_accuracy"]) >= 0.990

@@ -87,3 +87,12 @@ def test_each_family_is_asked_its_own_axes_and_mlps_alone_ask_no_architecture() 
     assert "units" in seen["mlp"] and "filters" not in seen["mlp"] and "head_units" not in seen["mlp"]
     plain = suggest_params(study.ask(), SearchSpace.model_validate({"units": [32, 64]}))
     assert "architecture" not in plain and "filters" not in plain  # an MLP study's trials as before CNNs
+
+
+def test_pooled_blocks_stop_where_the_image_would_vanish() -> None:
+    from mnist_sweep.model.factory import pooled_blocks_that_fit
+
+    assert [pooled_blocks_that_fit(side) for side in (1, 2, 3, 4, 7, 8, 14, 28)] == [0, 1, 1, 2, 2, 3, 3, 4]
+    with pytest.raises(ValueError, match="conv_blocks: 3 blocks of 2 x 2 pooling halve a 4 x 4 image to nothing"):
+        build_model({**SMALL, "conv_blocks": 3}, input_size=16)
+    assert build_model({**SMALL, "conv_blocks": 3, "pooling": "none"}, input_size=16).output_shape == (None, 10)
